@@ -1,0 +1,327 @@
+"""The protocol: a gradient transformation is a pair of pure functions over pytrees.
+
+``state = tx.init(params)`` builds the optimizer state, and
+``updates, state = tx.update(grads, state, params)`` maps gradients to updates. The
+pair is a ``NamedTuple`` with fields in the order ``(init, update)``, so a funcopt
+transform is accepted wherever optax expects one (``optax.chain``,
+``flax.nnx.Optimizer``), and an optax transform works inside :func:`chain`.
+
+This module also holds the few helpers every transform shares: a structure-checked
+``jax.tree.map``, hyper-parameter validation that only looks at concrete numbers, a
+saturating step counter, and the cache that makes equal factories return equal
+transforms.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "HyperParameterError",
+    "OptState",
+    "Params",
+    "ScalarOrSchedule",
+    "Schedule",
+    "StructureError",
+    "Updates",
+    "apply_updates",
+    "chain",
+    "identity",
+    "safe_increment",
+]
+
+Params = Any
+"""A pytree of arrays (``None`` leaves are allowed and left alone)."""
+Updates = Any
+"""A pytree with the structure of the parameters: gradients on the way in, steps out."""
+OptState = Any
+"""A pytree of arrays: whatever a transform keeps between steps."""
+Schedule = Callable[[jax.Array], Any]
+"""A function of the step count (an int32 scalar, 0 at the first update) to a value."""
+ScalarOrSchedule = float | jax.Array | Schedule
+"""A hyper-parameter given as a number or as a :data:`Schedule`."""
+
+
+class InitFn(Protocol):
+    def __call__(self, params: Params) -> OptState: ...
+
+
+class UpdateFn(Protocol):
+    def __call__(
+        self, updates: Updates, state: OptState, params: Params | None = None
+    ) -> tuple[Updates, OptState]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """A pure ``(init, update)`` pair.
+
+    Attributes:
+        init: ``init(params) -> state``.
+        update: ``update(updates, state, params=None) -> (updates, state)``.
+    """
+
+    init: InitFn
+    update: UpdateFn
+
+
+class EmptyState(NamedTuple):
+    """The state of a transform that keeps nothing between steps."""
+
+
+class StructureError(ValueError):
+    """Two pytrees that must match (updates, state, params) do not."""
+
+
+class HyperParameterError(ValueError):
+    """A hyper-parameter given as a concrete number is out of its valid range."""
+
+
+# --------------------------------------------------------------------------------------
+# Factories: equal arguments give the very same transform object.
+# --------------------------------------------------------------------------------------
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def cached_factory(factory: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Make ``factory(*args)`` return the same object for equal, hashable arguments.
+
+    Two calls ``adam(1e-3)`` then return one ``GradientTransformation``, which compares
+    and hashes equal to itself, so passing it to ``jax.jit`` as a static argument does
+    not trigger a recompilation. Calls with unhashable arguments (arrays, tracers,
+    dicts) simply build a fresh transform.
+    """
+    cached = functools.lru_cache(maxsize=4096, typed=True)(factory)
+
+    @functools.wraps(factory)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            hash((args, tuple(kwargs.items())))
+        except TypeError:
+            return factory(*args, **kwargs)
+        return cached(*args, **kwargs)  # type: ignore[arg-type]
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------
+# Validation of concrete hyper-parameters.
+# --------------------------------------------------------------------------------------
+
+
+def concrete_number(value: Any) -> float | None:
+    """``float(value)`` for a concrete real scalar; ``None`` for tracers, schedules, arrays."""
+    if isinstance(value, jax.core.Tracer) or callable(value) or isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, jax.Array | jnp.ndarray) and getattr(value, "ndim", 1) == 0:
+        try:
+            return float(value)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            return None
+    return None
+
+
+def check_range(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = False,
+) -> None:
+    """Raise :class:`HyperParameterError` if a concrete ``value`` is outside the range.
+
+    Traced values (built inside ``jit``/``vmap``/``grad``) and schedules are not checked.
+    """
+    x = concrete_number(value)
+    if x is None:
+        return
+    ok = x == x  # NaN is never valid
+    if low is not None:
+        ok = ok and (x >= low if low_inclusive else x > low)
+    if high is not None:
+        ok = ok and (x <= high if high_inclusive else x < high)
+    if not ok:
+        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
+        hi = "inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
+        raise HyperParameterError(f"{name} must be in {lo}, {hi}, got {name}={value!r}")
+
+
+def check_decay(name: str, value: Any) -> None:
+    """A decay rate must lie in ``[0, 1)``."""
+    check_range(name, value, 0.0, 1.0)
+
+
+def check_nonnegative(name: str, value: Any) -> None:
+    check_range(name, value, 0.0)
+
+
+# --------------------------------------------------------------------------------------
+# Trees.
+# --------------------------------------------------------------------------------------
+
+
+def _keystr(path: tuple[Any, ...]) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def _describe_mismatch(a: Any, b: Any, name_a: str, name_b: str) -> str:
+    paths_a = [p for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
+    paths_b = [p for p, _ in jax.tree_util.tree_flatten_with_path(b)[0]]
+    first = None
+    for pa, pb in zip(paths_a, paths_b, strict=False):
+        if pa != pb:
+            first = f"{name_a} has {_keystr(pa)} where {name_b} has {_keystr(pb)}"
+            break
+    if first is None:
+        longer, shorter = (name_a, name_b) if len(paths_a) > len(paths_b) else (name_b, name_a)
+        extra = (paths_a if len(paths_a) > len(paths_b) else paths_b)[
+            min(len(paths_a), len(paths_b)) :
+        ]
+        first = (
+            f"{longer} has leaf {_keystr(extra[0])} that {shorter} lacks"
+            if extra
+            else "the node types differ"
+        )
+    return (
+        f"pytree structure mismatch between {name_a} and {name_b}: {first}.\n"
+        f"  {name_a}: {jax.tree.structure(a)}\n  {name_b}: {jax.tree.structure(b)}"
+    )
+
+
+def tree_map(f: Callable[..., Any], tree: Any, *rest: Any, names: tuple[str, ...] = ()) -> Any:
+    """``jax.tree.map`` that reports a structure or shape mismatch by path.
+
+    ``names`` label ``tree`` and each of ``rest`` in the error message
+    (default ``"updates"``, ``"state"``, ...).
+    """
+    labels = (*names, *(f"tree {i}" for i in range(len(names), len(rest) + 1)))
+    leaves, treedef = jax.tree.flatten(tree)
+    others = []
+    for i, other in enumerate(rest):
+        try:
+            others.append(treedef.flatten_up_to(other))  # type: ignore[attr-defined]
+        except (ValueError, TypeError):
+            raise StructureError(
+                _describe_mismatch(tree, other, labels[0], labels[i + 1])
+            ) from None
+    for k, xs in enumerate(zip(leaves, *others, strict=True)):
+        shape = getattr(xs[0], "shape", None)
+        for i, x in enumerate(xs[1:]):
+            if shape is not None and getattr(x, "shape", shape) != shape:
+                path = jax.tree_util.tree_flatten_with_path(tree)[0][k][0]
+                raise StructureError(
+                    f"shape mismatch at {_keystr(path)}: {labels[0]} has shape {shape}, "
+                    f"{labels[i + 1]} has shape {jnp.shape(x)}"
+                )
+    results = [f(*xs) for xs in zip(leaves, *others, strict=True)]
+    return treedef.unflatten(results)  # type: ignore[attr-defined]
+
+
+def zeros_like(tree: Any, dtype: Any = None, fill: Any = 0.0) -> Any:
+    """A fresh buffer per leaf (never shared, so state can be donated)."""
+    return jax.tree.map(
+        lambda x: jnp.full(jnp.shape(x), fill, dtype=dtype or jnp.result_type(x)), tree
+    )
+
+
+def compute_dtype(dtype: Any) -> Any:
+    """The dtype optimizer arithmetic runs in: at least float32 (so β = 0.999 survives)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the dtype's largest value instead of wrapping."""
+    count = jnp.asarray(count)
+    top = jnp.iinfo(count.dtype).max
+    return jnp.where(count < top, count + 1, count)
+
+
+def new_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+# --------------------------------------------------------------------------------------
+# The basic transforms.
+# --------------------------------------------------------------------------------------
+
+
+@cached_factory
+def identity() -> GradientTransformation:
+    """The transform that returns its input unchanged: ``u = g``."""
+
+    def init(params: Params) -> OptState:
+        del params
+        return EmptyState()
+
+    def update(
+        updates: Updates, state: OptState, params: Params | None = None
+    ) -> tuple[Updates, OptState]:
+        del params
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+@cached_factory
+def chain(*transforms: Any) -> GradientTransformation:
+    """Apply transforms in sequence: ``u = T_k(… T_2(T_1(g)))``.
+
+    The state is the tuple of the members' states. Members may be funcopt or optax
+    transforms (anything with ``init`` and ``update``).
+    """
+    for i, tx in enumerate(transforms):
+        if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+            raise TypeError(
+                f"chain: argument {i} is {type(tx).__name__}, not a gradient transformation"
+            )
+
+    def init(params: Params) -> OptState:
+        return tuple(tx.init(params) for tx in transforms)
+
+    def update(
+        updates: Updates, state: OptState, params: Params | None = None
+    ) -> tuple[Updates, OptState]:
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise StructureError(
+                f"chain of {len(transforms)} transforms got a state of type "
+                f"{type(state).__name__}, not a tuple of {len(transforms)} states: "
+                "was it made by the same chain's init?"
+            )
+        new_state = []
+        for tx, s in zip(transforms, state, strict=True):
+            updates, s = tx.update(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """``θ ← θ + u`` leaf by leaf; each result keeps its parameter's dtype.
+
+    The sum is formed in the wider of the two dtypes, then cast back to the
+    parameter's dtype (a bfloat16 parameter stays bfloat16). ``None`` leaves stay
+    ``None``.
+    """
+
+    def add(p: Any, u: Any) -> Any:
+        if p is None:
+            return None
+        p = jnp.asarray(p)
+        wide = jnp.promote_types(p.dtype, jnp.result_type(u))
+        return (p.astype(wide) + jnp.asarray(u).astype(wide)).astype(p.dtype)
+
+    return tree_map(add, params, updates, names=("params", "updates"))
