@@ -239,7 +239,10 @@ def zeros_like(tree: Any, dtype: Any = None, fill: Any = 0.0) -> Any:
 
 def compute_dtype(dtype: Any) -> Any:
     """The dtype optimizer arithmetic runs in: at least float32 (so β = 0.999 survives)."""
-    return jnp.promote_types(dtype, jnp.float32)
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.inexact) and dtype.itemsize >= 4:
+        return dtype
+    return jnp.dtype(jnp.float32)
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
@@ -321,7 +324,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         if p is None:
             return None
         p = jnp.asarray(p)
-        wide = jnp.promote_types(p.dtype, jnp.result_type(u))
-        return (p.astype(wide) + jnp.asarray(u).astype(wide)).astype(p.dtype)
+        u = jnp.asarray(u)
+        wide = p.dtype if p.dtype.itemsize >= u.dtype.itemsize else u.dtype
+        return (p.astype(wide) + u.astype(wide)).astype(p.dtype)
 
     return tree_map(add, params, updates, names=("params", "updates"))
