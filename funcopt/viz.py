@@ -487,9 +487,11 @@ def plot_sweep(
     ax.set_yticks(range(len(betas)), [f"{v:g}" for v in betas])
     ax.set_xlabel("learning rate η")
     ax.set_ylabel("β")
+    bright = im.norm(z) < 0.5  # the low end of viridis_r is yellow: write on it in black
     for (i, j), v in np.ndenumerate(z):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
+            color = "black" if bright[i, j] else "white"
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=color)
     ax.figure.colorbar(im, ax=ax, label="final loss")
     if title:
         ax.set_title(title)
