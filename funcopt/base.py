@@ -34,6 +34,8 @@ __all__ = [
     "Updates",
     "apply_updates",
     "chain",
+    "check_float_leaves",
+    "check_state",
     "identity",
     "safe_increment",
 ]
@@ -177,24 +179,58 @@ def _keystr(path: tuple[Any, ...]) -> str:
     return jax.tree_util.keystr(path) or "<root>"
 
 
+def _children(x: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+    """The node type of ``x`` (None for a leaf) and its immediate ``(key, child)`` pairs."""
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
+    data = treedef.node_data()  # type: ignore[attr-defined]
+    if data is None:  # ``x`` is a leaf
+        return None, []
+    return data[0], [(p[0], c) for p, c in pairs]
+
+
+def _structure(x: Any) -> Any:
+    return jax.tree.structure(x)
+
+
+def _type_name(node_type: Any) -> str:
+    return "a leaf" if node_type is None else node_type.__name__
+
+
+def first_difference(a: Any, b: Any, name_a: str, name_b: str) -> str | None:
+    """Where two pytrees' structures first differ (depth first), in words; None if equal."""
+
+    def walk(x: Any, y: Any, path: tuple[Any, ...]) -> str | None:
+        tx, cx = _children(x)
+        ty, cy = _children(y)
+        at = _keystr(path)
+        if tx is not ty:
+            return f"at {at}, {name_a} has {_type_name(tx)} where {name_b} has {_type_name(ty)}"
+        kx, ky = [k for k, _ in cx], [k for k, _ in cy]
+        if kx != ky:
+            for k1, k2 in zip(kx, ky, strict=False):
+                if k1 != k2:
+                    return (
+                        f"at {_keystr((*path, k1))}, {name_a} has key {_keystr((k1,))} "
+                        f"where {name_b} has {_keystr((k2,))}"
+                    )
+            longer, shorter, keys = (
+                (name_a, name_b, kx) if len(kx) > len(ky) else (name_b, name_a, ky)
+            )
+            extra = keys[min(len(kx), len(ky))]
+            return f"{longer} has {_keystr((*path, extra))} that {shorter} lacks"
+        for (k, xc), (_, yc) in zip(cx, cy, strict=True):
+            found = walk(xc, yc, (*path, k))
+            if found:
+                return found
+        if tx is not None and _structure(x) != _structure(y):
+            return f"at {at}, the {_type_name(tx)} nodes carry different metadata"
+        return None
+
+    return walk(a, b, ())
+
+
 def _describe_mismatch(a: Any, b: Any, name_a: str, name_b: str) -> str:
-    paths_a = [p for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
-    paths_b = [p for p, _ in jax.tree_util.tree_flatten_with_path(b)[0]]
-    first = None
-    for pa, pb in zip(paths_a, paths_b, strict=False):
-        if pa != pb:
-            first = f"{name_a} has {_keystr(pa)} where {name_b} has {_keystr(pb)}"
-            break
-    if first is None:
-        longer, shorter = (name_a, name_b) if len(paths_a) > len(paths_b) else (name_b, name_a)
-        extra = (paths_a if len(paths_a) > len(paths_b) else paths_b)[
-            min(len(paths_a), len(paths_b)) :
-        ]
-        first = (
-            f"{longer} has leaf {_keystr(extra[0])} that {shorter} lacks"
-            if extra
-            else "the node types differ"
-        )
+    first = first_difference(a, b, name_a, name_b) or "the structures differ"
     return (
         f"pytree structure mismatch between {name_a} and {name_b}: {first}.\n"
         f"  {name_a}: {jax.tree.structure(a)}\n  {name_b}: {jax.tree.structure(b)}"
@@ -230,11 +266,78 @@ def tree_map(f: Callable[..., Any], tree: Any, *rest: Any, names: tuple[str, ...
     return treedef.unflatten(results)  # type: ignore[attr-defined]
 
 
+def _leaf_dtype(x: Any) -> Any:
+    dtype = getattr(x, "dtype", None)
+    return jnp.dtype(dtype) if dtype is not None else jnp.result_type(x)
+
+
+def check_float_leaves(tree: Any, name: str = "params") -> None:
+    """Raise ``TypeError`` naming the first leaf of ``tree`` that is not floating point.
+
+    funcopt's policy: integer and boolean leaves are *rejected*, never silently
+    rounded. An optimizer step on an integer would truncate it, and a boolean has no
+    step at all. Every ``init`` that keeps per-leaf state (through :func:`zeros_like`)
+    and every :func:`chain` call this. To carry such leaves in the parameter tree, mask
+    them out (``masked``/``multi_transform`` with ``set_to_zero``) or keep them out of
+    the tree the optimizer sees. ``None`` leaves are not leaves and are fine.
+    """
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = _leaf_dtype(x)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"{name}{_keystr(path) if path else ''} has dtype {dtype}: funcopt optimizers "
+                "only update floating-point leaves. Mask it out (masked / multi_transform "
+                "with set_to_zero) or remove it from the tree given to the optimizer."
+            )
+
+
 def zeros_like(tree: Any, dtype: Any = None, fill: Any = 0.0) -> Any:
-    """A fresh buffer per leaf (never shared, so state can be donated)."""
-    return jax.tree.map(
-        lambda x: jnp.full(jnp.shape(x), fill, dtype=dtype or jnp.result_type(x)), tree
-    )
+    """A fresh buffer per leaf, filled with ``fill``, in ``dtype`` (default: the leaf's).
+
+    Each buffer is new (never shared, so state can be donated) and takes the leaf's
+    sharding: eagerly for any committed array, and under ``jit`` when the mesh has
+    explicit axes (``jax.sharding.AxisType.Explicit``). Raises ``TypeError`` for an
+    integer or boolean leaf (see :func:`check_float_leaves`).
+    """
+    check_float_leaves(tree)
+
+    def leaf(x: Any) -> jax.Array:
+        x = x if isinstance(x, jax.Array) else jnp.asarray(x)
+        return jax.lax.full_like(x, fill, dtype=dtype or x.dtype)
+
+    return jax.tree.map(leaf, tree)
+
+
+def check_state(tx: Any, state: OptState, params: Params, *, dtypes: bool = True) -> None:
+    """Raise :class:`StructureError` unless ``state`` could come from ``tx.init(params)``.
+
+    Compares ``state`` with ``jax.eval_shape(tx.init, params)`` (nothing is computed):
+    the tree structure, including the state types of every member of a chain, then
+    each leaf's shape and (with ``dtypes=True``) dtype. Use it after restoring a
+    checkpoint: a state saved from an optimizer of another configuration (another
+    chain, momentum switched on, other parameter shapes) is reported with the first
+    differing path. Hyper-parameter *values* are not part of the state and are not
+    compared.
+    """
+    expected = jax.eval_shape(tx.init, params)
+    _compare_state(state, expected, "tx.init(params)", dtypes=dtypes)
+
+
+def _compare_state(state: Any, expected: Any, what: str, *, dtypes: bool) -> None:
+    if _structure(state) != _structure(expected):
+        raise StructureError(
+            "the optimizer state does not match this transform (was it made by another "
+            "optimizer, another configuration, or for other parameters?): "
+            + _describe_mismatch(state, expected, "state", what)
+        )
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    for (path, x), e in zip(flat, jax.tree.leaves(expected), strict=True):
+        if jnp.shape(x) != e.shape or (dtypes and _leaf_dtype(x) != e.dtype):
+            raise StructureError(
+                f"state{_keystr(path) if path else ''} has shape {jnp.shape(x)} and dtype "
+                f"{_leaf_dtype(x)}, but {what} gives shape {e.shape} and dtype {e.dtype}: "
+                "the state was made for other parameters or another configuration"
+            )
 
 
 def compute_dtype(dtype: Any) -> Any:
@@ -292,7 +395,34 @@ def chain(*transforms: Any) -> GradientTransformation:
             )
 
     def init(params: Params) -> OptState:
+        check_float_leaves(params)
         return tuple(tx.init(params) for tx in transforms)
+
+    expected_structure: dict[Any, Any] = {}
+
+    def check(updates: Updates, state: OptState, params: Params | None) -> None:
+        # The state must be what ``init`` builds for parameters shaped like these:
+        # compared once per input signature, at trace time, via eval_shape.
+        if params is not None and _structure(params) != _structure(updates):
+            raise StructureError(_describe_mismatch(updates, params, "updates", "params"))
+        like = updates if params is None else params
+        try:
+            leaves, treedef = jax.tree.flatten(like)
+            key = (treedef, tuple((jnp.shape(x), str(_leaf_dtype(x))) for x in leaves))
+            hash(key)
+        except TypeError:
+            return
+        if key not in expected_structure:
+            try:
+                expected_structure[key] = jax.eval_shape(init, like)
+            except Exception:  # an init that needs concrete values: no check
+                expected_structure[key] = None
+            if len(expected_structure) > 64:
+                expected_structure.pop(next(iter(expected_structure)))
+        expected = expected_structure[key]
+        if expected is not None:
+            what = "init(params)" if params is not None else "init(params like the updates)"
+            _compare_state(state, expected, what, dtypes=False)
 
     def update(
         updates: Updates, state: OptState, params: Params | None = None
@@ -303,6 +433,7 @@ def chain(*transforms: Any) -> GradientTransformation:
                 f"{type(state).__name__}, not a tuple of {len(transforms)} states: "
                 "was it made by the same chain's init?"
             )
+        check(updates, state, params)
         new_state = []
         for tx, s in zip(transforms, state, strict=True):
             updates, s = tx.update(updates, s, params)
