@@ -89,6 +89,19 @@ def store(x: jax.Array, dtype: Any) -> jax.Array:
     return x.astype(dtype)
 
 
+def second_moment_zeros(params: Params, dtype: Any, fill: Any = 0.0) -> Updates:
+    """Buffers for a running average of squares: ``dtype``, or at least float32.
+
+    A second moment changes by a relative ``1 − β₂`` (0.001) per step, less than half
+    a bfloat16 ulp (2⁻⁹), so stored in bfloat16 it could never decay; by default it is
+    kept in float32 for low-precision parameters.
+    """
+    return jax.tree.map(
+        lambda x: jnp.full(jnp.shape(x), fill, dtype or compute_dtype(jnp.result_type(x))),
+        params,
+    )
+
+
 def _check_params(name: str, params: Params | None) -> Params:
     if params is None:
         raise ValueError(f"{name} needs the current parameters: call update(grads, state, params)")
@@ -251,7 +264,8 @@ def scale_by_rms(
         bias_correction: divide ``v`` by ``1 − β^t``.
         initial_scale: ``v_0`` (0 in the chapter; 1 in some TensorFlow RMSProps).
         numerator: transform whose output is scaled (default: identity).
-        moment_dtype: dtype ``v`` is stored in (default: the parameter's).
+        moment_dtype: dtype ``v`` is stored in (default: the parameter's, at least
+            float32: see :func:`second_moment_zeros`).
     """
     check_decay("decay", decay)
     check_nonnegative("eps", eps)
@@ -260,7 +274,7 @@ def scale_by_rms(
 
     def init(params: Params) -> RmsState:
         return RmsState(
-            v=zeros_like(params, moment_dtype, fill=initial_scale),
+            v=second_moment_zeros(params, moment_dtype, fill=initial_scale),
             count=new_count(),
             numerator=num.init(params),
         )
@@ -315,7 +329,9 @@ def scale_by_stddev(
 
     def init(params: Params) -> StddevState:
         return StddevState(
-            m=zeros_like(params), v=zeros_like(params, fill=initial_scale), count=new_count()
+            m=zeros_like(params),
+            v=second_moment_zeros(params, None, initial_scale),
+            count=new_count(),
         )
 
     def update(
