@@ -327,22 +327,30 @@ def test_adam_first_step_is_learning_rate_times_sign():
 
 def test_plain_chain_of_momentum_and_rms_is_not_adam():
     """The pitfall the design avoids: RMS measured on m, not g, and no bias correction."""
-    params = jnp.zeros(3)
-    grads = [jnp.array([1.0, -2.0, 0.5]), jnp.array([-0.5, 1.0, 2.0]), jnp.array([2.0, 0.1, -1.0])]
+    rng = np.random.default_rng(0)
+    grads = rng.standard_normal((3, 8))
     naive = funcopt.chain(
         funcopt.scale_by_momentum(0.9), funcopt.scale_by_rms(0.999, 1e-8, eps_in_sqrt=False)
     )
+    debiased_chain = funcopt.chain(
+        funcopt.scale_by_momentum(0.9),
+        funcopt.bias_correction(0.9),
+        funcopt.scale_by_rms(0.999, 1e-8, eps_in_sqrt=False, bias_correction=True),
+    )
     exact = funcopt.scale_by_adam(0.9, 0.999)
-    opt = ChapterAdam(lr=1.0)
-    sn, se = naive.init(params), exact.init(params)
-    theta = np.zeros(3)
+    txs = (naive, debiased_chain, exact)
+    states = [tx.init(jnp.zeros(8)) for tx in txs]
+    opt, theta = ChapterAdam(lr=1.0), np.zeros(8)
     for g in grads:
-        un, sn = naive.update(g, sn)
-        ue, se = exact.update(g, se)
-        new_theta = opt.step(theta, np.asarray(g))
-        want, theta = theta - new_theta, new_theta  # the chapter's step direction
-    np.testing.assert_allclose(ue, want, rtol=1e-5)
-    assert np.max(np.abs(np.asarray(un) - want) / np.abs(want)) > 0.2
+        outs = []
+        for k, tx in enumerate(txs):
+            u, states[k] = tx.update(jnp.asarray(g, jnp.float32), states[k])
+            outs.append(np.asarray(u))
+        new_theta = opt.step(theta, g)
+        want, theta = theta - new_theta, new_theta  # the chapter's Adam direction
+    np.testing.assert_allclose(outs[2], want, rtol=1e-5)
+    assert np.median(np.abs(outs[0] / want)) > 10  # missing bias correction: ~40x too big
+    assert np.median(np.abs(outs[1] - want) / np.abs(want)) > 0.1  # v of m, not of g
 
 
 # ---- interoperability ----------------------------------------------------------------
