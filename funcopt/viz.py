@@ -570,12 +570,13 @@ def animate_race(
     frames: int = 60,
     fps: int = 15,
     extent: tuple[float, float, float, float] = (-8.0, 8.0, -10.0, 6.0),
+    dpi: float = 100,
 ) -> str:
     """Write a GIF of several optimizers racing across ``loss_fn`` from ``w_init``.
 
     Each frame shows the contours, every run's path so far and its current point;
-    ``frames`` frames are spread evenly over ``steps`` updates. Uses matplotlib's
-    ``PillowWriter``.
+    ``frames`` frames are spread evenly over ``steps`` updates, drawn at ``dpi`` on a
+    6 × 5 inch canvas. Uses matplotlib's ``PillowWriter``.
 
     Returns:
         The path written.
@@ -614,5 +615,5 @@ def animate_race(
 
     anim = FuncAnimation(fig, draw, frames=frames, blit=False)
     out = os.fspath(out_path)
-    anim.save(out, writer=PillowWriter(fps=fps))
+    anim.save(out, writer=PillowWriter(fps=fps), dpi=dpi)
     return out
