@@ -487,7 +487,9 @@ def plot_sweep(
     ax.set_yticks(range(len(betas)), [f"{v:g}" for v in betas])
     ax.set_xlabel("learning rate η")
     ax.set_ylabel("β")
-    bright = im.norm(z) < 0.5  # the low end of viridis_r is yellow: write on it in black
+    bright = (
+        np.asarray(im.norm(z), dtype=np.float64) < 0.5
+    )  # the low end of viridis_r is yellow: write on it in black
     for (i, j), v in np.ndenumerate(z):
         if np.isfinite(v):
             color = "black" if bright[i, j] else "white"
