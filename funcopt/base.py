@@ -403,9 +403,7 @@ def chain(*transforms: Any) -> GradientTransformation:
     def check(updates: Updates, state: OptState, params: Params | None) -> None:
         # The state must be what ``init`` builds for parameters shaped like these:
         # compared once per input signature, at trace time, via eval_shape.
-        if params is not None and _structure(params) != _structure(updates):
-            raise StructureError(_describe_mismatch(updates, params, "updates", "params"))
-        like = updates if params is None else params
+        like = updates if params is None else params  # what init was given
         try:
             leaves, treedef = jax.tree.flatten(like)
             key = (treedef, tuple((jnp.shape(x), str(_leaf_dtype(x))) for x in leaves))
