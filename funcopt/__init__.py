@@ -12,7 +12,17 @@ Every public name of the submodules is re-exported here; ``funcopt.viz`` (matplo
 is imported on first use.
 """
 
-from funcopt import base, clipping, optimizers, packing, primitives, schedules, train, wrappers
+from funcopt import (
+    base,
+    clipping,
+    optimizers,
+    packing,
+    primitives,
+    schedules,
+    train,
+    transforms,
+    wrappers,
+)
 from funcopt.base import *  # noqa: F403
 from funcopt.clipping import *  # noqa: F403
 from funcopt.optimizers import *  # noqa: F403
@@ -20,6 +30,7 @@ from funcopt.packing import *  # noqa: F403
 from funcopt.primitives import *  # noqa: F403
 from funcopt.schedules import *  # noqa: F403
 from funcopt.train import *  # noqa: F403
+from funcopt.transforms import *  # noqa: F403
 from funcopt.wrappers import *  # noqa: F403
 
 __version__ = "0.1.0"
@@ -32,6 +43,7 @@ __all__ = [
     *primitives.__all__,
     *schedules.__all__,
     *train.__all__,
+    *transforms.__all__,
     *wrappers.__all__,
 ]
 
