@@ -217,11 +217,29 @@ def plain(mathtext: str) -> str:
     return mathtext
 
 
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """Run chapter_figures once; keep the paths it returns and the Figures it saved."""
+    figures = {}
+    build = viz.chapter_figure
+
+    def recording(name, **kwargs):
+        figures[name] = build(name, **kwargs)
+        return figures[name]
+
+    viz.chapter_figure = recording
+    try:
+        paths = viz.chapter_figures(tmp_path_factory.mktemp("figs"))
+    finally:
+        viz.chapter_figure = build
+    return paths, figures
+
+
 @pytest.mark.parametrize("name", list(LABELS))
-def test_chapter_figure_contents(name):
+def test_chapter_figure_contents(written, name):
     from matplotlib.colors import to_rgba
 
-    fig = viz.chapter_figure(name)
+    fig = written[1][name]
     assert tuple(fig.get_size_inches()) == (11, 5)
     ax_s, ax_l = fig.axes[:2]
     xlim, ylim, loss_ylim = LIMITS[name]
@@ -244,18 +262,18 @@ def test_chapter_figure_contents(name):
     assert 15 <= len(contour.levels) <= 25  # "20 levels" (matplotlib picks nice ones)
 
 
-def test_chapter_figures_written(tmp_path):
-    paths = viz.chapter_figures(tmp_path / "figs")
+def test_chapter_figures_written(written):
+    paths, figures = written
+    assert sorted(figures) == sorted(LABELS)
     names = sorted(os.path.basename(p) for p in paths)
     assert names == sorted(f"chapter-{n}.{e}" for n in LABELS for e in ("png", "svg"))
     for p in paths:
         with open(p, "rb") as fh:
             head = fh.read(200)
-        assert (
-            head.startswith(b"\x89PNG")
-            if p.endswith(".png")
-            else b"<svg" in head or b"<?xml" in head
-        )
+        if p.endswith(".png"):
+            assert head.startswith(b"\x89PNG")
+        else:
+            assert b"<svg" in head or b"<?xml" in head
         assert os.path.getsize(p) > 10_000
 
 
