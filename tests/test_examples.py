@@ -22,7 +22,7 @@ CASES = {
     ),
     "flax_nnx.py": (["--steps", "5"], "after 5 steps", []),
     "lr_sweep.py": (["--steps", "5", "--out", "sweep.png"], "best learning rate", ["sweep.png"]),
-    "gradient_accumulation.py": (["--steps", "3"], "max |Δθ|", []),
+    "gradient_accumulation.py": (["--steps", "3"], "funcopt.MultiSteps(adam, 4) vs one batch", []),
     "sharded_training.py": (["--steps", "3"], "mesh {'data': 4, 'model': 2}", []),
 }
 
