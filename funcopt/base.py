@@ -158,7 +158,7 @@ def check_range(
     if not ok:
         lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
         hi = "inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
-        raise HyperParameterError(f"{name} must be in {lo}, {hi}, got {name}={value!r}")
+        raise HyperParameterError(f"{name} must be in {lo}, {hi}, got {name}={x!r}")
 
 
 def check_decay(name: str, value: Any) -> None:
@@ -206,22 +206,21 @@ def first_difference(a: Any, b: Any, name_a: str, name_b: str) -> str | None:
         if tx is not ty:
             return f"at {at}, {name_a} has {_type_name(tx)} where {name_b} has {_type_name(ty)}"
         kx, ky = [k for k, _ in cx], [k for k, _ in cy]
-        if kx != ky:
-            for k1, k2 in zip(kx, ky, strict=False):
-                if k1 != k2:
-                    return (
-                        f"at {_keystr((*path, k1))}, {name_a} has key {_keystr((k1,))} "
-                        f"where {name_b} has {_keystr((k2,))}"
-                    )
+        for (k1, xc), (k2, yc) in zip(cx, cy, strict=False):
+            if k1 != k2:
+                return (
+                    f"at {_keystr((*path, k1))}, {name_a} has key {_keystr((k1,))} "
+                    f"where {name_b} has {_keystr((k2,))}"
+                )
+            found = walk(xc, yc, (*path, k1))
+            if found:
+                return found
+        if len(kx) != len(ky):
             longer, shorter, keys = (
                 (name_a, name_b, kx) if len(kx) > len(ky) else (name_b, name_a, ky)
             )
             extra = keys[min(len(kx), len(ky))]
             return f"{longer} has {_keystr((*path, extra))} that {shorter} lacks"
-        for (k, xc), (_, yc) in zip(cx, cy, strict=True):
-            found = walk(xc, yc, (*path, k))
-            if found:
-                return found
         if tx is not None and _structure(x) != _structure(y):
             return f"at {at}, the {_type_name(tx)} nodes carry different metadata"
         return None
@@ -286,8 +285,8 @@ def check_float_leaves(tree: Any, name: str = "params") -> None:
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
                 f"{name}{_keystr(path) if path else ''} has dtype {dtype}: funcopt optimizers "
-                "only update floating-point leaves. Mask it out (masked / multi_transform "
-                "with set_to_zero) or remove it from the tree given to the optimizer."
+                "only update floating-point leaves. Route it to set_to_zero (multi_transform) "
+                "or mask it out (masked), or remove it from the tree given to the optimizer."
             )
 
 
