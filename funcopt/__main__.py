@@ -53,12 +53,12 @@ def demo(epochs: int = 5, steps_per_epoch: int = 100, batch: int = 128) -> float
     import funcopt
 
     key_data, key_init = jax.random.split(jax.random.PRNGKey(0))
-    # A smooth regression target the MLP can fit: y = sin(3 x·a) + 0.5 cos(x·b).
+    # A smooth regression target the MLP can fit: y = sin(x·a / 4) + 0.5 cos(x·b / 4).
     a, b = jax.random.normal(key_data, (2, 16, 1))
     params0 = _mlp_init(key_init, [16, 64, 64, 1])
     runs = {
-        "funcopt": (funcopt.adam(1e-3), funcopt.apply_updates),
-        "optax": (optax.adam(1e-3), optax.apply_updates),
+        "funcopt": (funcopt.adam(3e-3), funcopt.apply_updates),
+        "optax": (optax.adam(3e-3), optax.apply_updates),
     }
     states = {}
     for name, (tx, apply) in runs.items():
@@ -74,7 +74,7 @@ def demo(epochs: int = 5, steps_per_epoch: int = 100, batch: int = 128) -> float
         times: dict[str, list[float]] = {n: [] for n in runs}
         for i in range(steps_per_epoch):
             x = jax.random.normal(jax.random.PRNGKey(epoch * 100_000 + i), (batch, 16))
-            y = jnp.sin(3 * x @ a) + 0.5 * jnp.cos(x @ b)
+            y = jnp.sin(x @ a / 4) + 0.5 * jnp.cos(x @ b / 4)
             for name in runs:  # interleaved, so machine noise hits both alike
                 p, s, step = states[name]
                 t0 = time.perf_counter()
