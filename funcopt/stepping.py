@@ -396,13 +396,13 @@ def lookahead(
     check_range("slow_step_size", slow_step_size, 0.0, 1.0, high_inclusive=True)
 
     def init(params: Params) -> LookaheadState:
-        fast = params.fast if isinstance(params, LookaheadParams) else params
+        fast = getattr(params, "fast", params)  # plain params are taken as the fast ones
         return LookaheadState(fast_state=fast_optimizer.init(fast), steps_since_sync=new_count())
 
     def update(
         updates: Updates, state: LookaheadState, params: Params | None = None
     ) -> tuple[LookaheadParams, LookaheadState]:
-        if not isinstance(params, LookaheadParams):
+        if params is None or not (hasattr(params, "fast") and hasattr(params, "slow")):
             raise ValueError("lookahead needs update(grads, state, params: LookaheadParams)")
         step, fast_state = fast_optimizer.update(updates, state.fast_state, params.fast)
         sync = state.steps_since_sync == sync_period - 1

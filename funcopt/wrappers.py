@@ -24,7 +24,6 @@ import numpy as np
 
 from funcopt import stepping
 from funcopt.base import (
-    EmptyState,
     GradientTransformation,
     OptState,
     Params,
@@ -39,6 +38,7 @@ from funcopt.base import (
 from funcopt.primitives import Mask, _resolve_mask
 from funcopt.stepping import *  # noqa: F403
 from funcopt.stepping import _check_transform
+from funcopt.transforms import _stateless
 
 __all__ = [
     *stepping.__all__,
@@ -161,18 +161,7 @@ def masked(inner: Any, mask: Mask) -> GradientTransformation:
 @cached_factory
 def set_to_zero() -> GradientTransformation:
     r"""Map every update to zero, $u = 0$, keeping shapes and dtypes (freezes parameters)."""
-
-    def init(params: Params) -> EmptyState:
-        del params
-        return EmptyState()
-
-    def update(
-        updates: Updates, state: EmptyState, params: Params | None = None
-    ) -> tuple[Updates, EmptyState]:
-        del params
-        return jax.tree.map(jnp.zeros_like, updates), state
-
-    return GradientTransformation(init, update)
+    return _stateless(jnp.zeros_like)
 
 
 @cached_factory

@@ -557,6 +557,11 @@ def test_lookahead_reset_state_restarts_the_fast_optimizer():
     assert float(state.fast_state[0].m[0]) == 1.0  # momentum trace after one step
     _, state = tx.update(jnp.ones(1), state, params)
     chex.assert_trees_all_equal(state.fast_state, funcopt.sgd(1.0, 0.9).init(jnp.zeros(1)))
+    # optax's LookaheadParams (or bare fast params) are accepted at init as well.
+    for p in (optax.LookaheadParams.init_synced(jnp.zeros(1)), jnp.zeros(1)):
+        chex.assert_trees_all_equal(tx.init(p), tx.init(params))
+    with pytest.raises(ValueError, match="LookaheadParams"):
+        tx.update(jnp.ones(1), state, jnp.zeros(1))
 
 
 def test_target_network_updates_match_optax():
@@ -603,22 +608,15 @@ def test_target_network_updates_match_optax():
 )
 def test_bfloat16_params_under_strict_promotion(make, strict_dtypes):
     params = random_params(6, jnp.bfloat16, SHAPES)
-    tx = make()
-    state = tx.init(params)
-    for t in range(2):
-        u, state = tx.update(wavy_grads(params, jnp.asarray(t)), state, params)
-        params = funcopt.apply_updates(params, u)
-    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params))
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
+    got, _ = run(make(), params, 3, funcopt.apply_updates, wavy_grads)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(got))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(got))
 
 
 def test_lookahead_bfloat16_under_strict_promotion(strict_dtypes):
-    tx = funcopt.lookahead(funcopt.adam(0.1), 2, 0.5)
     params = funcopt.LookaheadParams.init_synced(random_params(6, jnp.bfloat16, SHAPES))
-    state = tx.init(params)
-    for t in range(2):
-        u, state = tx.update(wavy_grads(params.fast, jnp.asarray(t)), state, params)
-        params = funcopt.apply_updates(params, u)
-    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params))
-    tgt = funcopt.incremental_update(params.fast, params.slow, jnp.asarray(0.1))
-    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(tgt))
+    tx = funcopt.lookahead(funcopt.adam(0.1), 2, 0.5)
+    got, _ = run(tx, params, 3, funcopt.apply_updates, fast_grads)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(got))
+    target = funcopt.incremental_update(got.fast, got.slow, jnp.asarray(0.1))
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(target))
