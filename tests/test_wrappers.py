@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -620,3 +622,38 @@ def test_lookahead_bfloat16_under_strict_promotion(strict_dtypes):
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(got))
     target = funcopt.incremental_update(got.fast, got.slow, jnp.asarray(0.1))
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(target))
+
+
+# ---- signatures --------------------------------------------------------------------------
+
+# Keyword-only arguments of optax's that funcopt leaves out: funcopt transforms take no
+# extra arguments in update(), so there is nothing to mask.
+NOT_TAKEN = {"mask_compatible_extra_args"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "masked",
+        "freeze",
+        "set_to_zero",
+        "partition",
+        "multi_transform",
+        "inject_hyperparams",
+        "MultiSteps",
+        "skip_not_finite",
+        "apply_every",
+        "apply_if_finite",
+        "lookahead",
+        "incremental_update",
+        "periodic_update",
+    ],
+)
+def test_signature_matches_optax(name):
+    def params(f):
+        sig = inspect.signature(f)
+        return [
+            (p.name, p.kind, p.default) for p in sig.parameters.values() if p.name not in NOT_TAKEN
+        ]
+
+    assert params(getattr(funcopt, name)) == params(getattr(optax, name))
