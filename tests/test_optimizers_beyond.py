@@ -135,3 +135,179 @@ def test_matches_optax_float32(name, ours, theirs, kwargs):
     got, _ = run(ours(**kwargs), params, 1000, funcopt.apply_updates, wavy_grads)
     want, _ = run(theirs(**kwargs), params, 1000, optax.apply_updates, wavy_grads)
     assert_rel_close(got, want, 1e-5)
+
+
+# ---- torch.optim, float64 ----------------------------------------------------------------
+
+
+def _torch_run(make_opt, params, steps):
+    """``steps`` torch.optim steps on the same gradients as :func:`wavy_grads`."""
+    leaves, treedef = jax.tree.flatten(params)
+    tensors = [torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=True) for x in leaves]
+    opt = make_opt(tensors)
+    grad_fn = jax.jit(wavy_grads)
+    for step in range(steps):
+        current = treedef.unflatten([jnp.asarray(t.detach().numpy()) for t in tensors])
+        grads = jax.tree.leaves(grad_fn(current, jnp.asarray(step, jnp.int32)))
+        for t, g in zip(tensors, grads, strict=True):
+            t.grad = torch.from_numpy(np.array(g, dtype=np.float64))
+        opt.step()
+    return treedef.unflatten([jnp.asarray(t.detach().numpy()) for t in tensors])
+
+
+def _torch_amsgrad(lr):
+    """torch's AMSGrad: the running max is over v, the bias correction after it."""
+    return funcopt.chain(
+        funcopt.divide(
+            funcopt.chain(
+                funcopt.square(),
+                funcopt.scale_by_momentum(0.999),
+                funcopt.running_max(),
+                funcopt.bias_correction(0.999),
+            ),
+            funcopt.chain(funcopt.scale_by_momentum(0.9), funcopt.bias_correction(0.9)),
+            eps=1e-8,
+        ),
+        funcopt.scale_by_learning_rate(lr),
+    )
+
+
+# (id, funcopt transform, torch optimizer factory). Where torch puts ε elsewhere, ε = 0.
+TORCH_TABLE = [
+    (
+        "sgd-nesterov",
+        lambda: funcopt.sgd(0.02, 0.9, nesterov=True),
+        lambda ps: torch.optim.SGD(ps, lr=0.02, momentum=0.9, nesterov=True),
+    ),
+    ("adamax", lambda: funcopt.adamax(0.01), lambda ps: torch.optim.Adamax(ps, lr=0.01)),
+    (
+        # torch: g / (sqrt(s) + ε); optax/funcopt: g / sqrt(s + ε).
+        "adagrad-eps0",
+        lambda: funcopt.adagrad(0.1, 0.1, eps=0.0),
+        lambda ps: torch.optim.Adagrad(ps, lr=0.1, initial_accumulator_value=0.1, eps=0.0),
+    ),
+    (
+        "adadelta",
+        lambda: funcopt.adadelta(None, weight_decay=0.01),
+        lambda ps: torch.optim.Adadelta(ps, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.01),
+    ),
+    (
+        # torch adds ε to sqrt(v) before dividing by sqrt(1 − β₂ᵗ).
+        "radam-eps0",
+        lambda: funcopt.radam(0.01, eps=0.0),
+        lambda ps: torch.optim.RAdam(ps, lr=0.01, eps=0.0),
+    ),
+    (
+        "amsgrad-torch-order",
+        lambda: _torch_amsgrad(0.01),
+        lambda ps: torch.optim.Adam(ps, lr=0.01, amsgrad=True),
+    ),
+    pytest.param(
+        "nadam",
+        lambda: funcopt.nadam(0.01),
+        lambda ps: torch.optim.NAdam(ps, lr=0.01),
+        marks=pytest.mark.skip(
+            reason="torch.optim.NAdam decays β₁ as β₁(1 − ½·0.96^(tψ)) with ψ = momentum_decay; "
+            "no ψ gives Dozat's (and optax's) constant β₁, so the two cannot agree"
+        ),
+        id="nadam",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "ours", "theirs"),
+    TORCH_TABLE,
+    ids=[getattr(r, "id", None) or r[0] for r in TORCH_TABLE],
+)
+def test_matches_torch_float64(name, ours, theirs, x64):
+    params = random_params(0, jnp.float64)
+    got, _ = run(ours(), params, 200, funcopt.apply_updates, wavy_grads)
+    want = _torch_run(theirs, params, 200)
+    assert_rel_close(got, want, 1e-10)
+
+
+# ---- the papers' equations, where funcopt deliberately differs from optax ---------------
+
+
+def test_yogi_matches_paper_with_zero_initial_momentum(x64):
+    """Zaheer et al. (2018), Algorithm 2 with m₀ = 0, v₀ = 10⁻⁶, both bias-corrected as optax."""
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-3
+    params = random_params(0, jnp.float64)
+    got, _ = run(funcopt.yogi(lr, b1, b2, eps), params, 50, funcopt.apply_updates, wavy_grads)
+    theta = [np.asarray(x) for x in jax.tree.leaves(params)]
+    treedef = jax.tree.structure(params)
+    m = [np.zeros_like(x) for x in theta]
+    v = [np.full_like(x, 1e-6) for x in theta]
+    for t in range(1, 51):
+        grads = jax.tree.leaves(wavy_grads(treedef.unflatten(theta), jnp.asarray(t - 1)))
+        for i, g in enumerate(np.asarray(x) for x in grads):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = v[i] - (1 - b2) * np.sign(v[i] - g * g) * g * g
+            m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
+            theta[i] = theta[i] - lr * m_hat / (np.sqrt(v_hat) + eps)
+    assert_rel_close(got, treedef.unflatten(theta), 1e-12)
+
+
+def test_adadelta_without_learning_rate_is_zeilers_method(x64):
+    """Zeiler (2012), Algorithm 1: no learning rate (η = 1); optax's None would fail."""
+    rho, eps = 0.95, 1e-6
+    params = random_params(1, jnp.float64)
+    got, _ = run(funcopt.adadelta(rho=rho, eps=eps), params, 50, funcopt.apply_updates, wavy_grads)
+    theta = [np.asarray(x) for x in jax.tree.leaves(params)]
+    treedef = jax.tree.structure(params)
+    eg = [np.zeros_like(x) for x in theta]
+    ex = [np.zeros_like(x) for x in theta]
+    for t in range(50):
+        grads = jax.tree.leaves(wavy_grads(treedef.unflatten(theta), jnp.asarray(t)))
+        for i, g in enumerate(np.asarray(x) for x in grads):
+            eg[i] = rho * eg[i] + (1 - rho) * g * g
+            dx = -np.sqrt(ex[i] + eps) / np.sqrt(eg[i] + eps) * g
+            ex[i] = rho * ex[i] + (1 - rho) * dx * dx
+            theta[i] = theta[i] + dx
+    assert_rel_close(got, treedef.unflatten(theta), 1e-12)
+
+
+# ---- no needless recompiles ---------------------------------------------------------------
+
+CORE = [
+    ("gd", funcopt.gd, dict(learning_rate=0.1)),
+    ("gdm", funcopt.gdm, dict(learning_rate=0.1, momentum=0.9)),
+    ("sgd", funcopt.sgd, dict(learning_rate=0.1, momentum=0.9)),
+    ("rmsprop", funcopt.rmsprop, dict(learning_rate=0.1, centered=True, momentum=0.5)),
+    ("adam", funcopt.adam, dict(learning_rate=0.1)),
+    ("adamw", funcopt.adamw, dict(learning_rate=0.1, mask=_matrices)),
+]
+FACTORIES = [(name, ours, kwargs) for name, ours, _, kwargs in TABLE] + CORE
+
+
+def _nested(name, ours, kwargs):
+    """Chained and wrapped: a chain holding the optimizer inside a masked transform."""
+    return funcopt.chain(funcopt.scale(0.5), funcopt.masked(ours(**kwargs), _matrices))
+
+
+@pytest.mark.parametrize(("name", "ours", "kwargs"), FACTORIES, ids=[f[0] for f in FACTORIES])
+def test_same_arguments_do_not_recompile(name, ours, kwargs):
+    traces = 0
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def step(tx, params):
+        nonlocal traces
+        traces += 1
+        return tx.update(params, tx.init(params), params)
+
+    params = random_params(0, shapes={"w": (3, 2), "b": (2,)})
+    first, second = ours(**kwargs), ours(**kwargs)
+    assert first == second and hash(first) == hash(second)
+    step(first, params)
+    step(second, params)  # runs the compiled step: no second trace
+    assert traces == 1, f"{name}: equal transforms traced {traces} times"
+    # Chained and nested (lowered only: tracing is what a recompile would show).
+    nested = [_nested(name, ours, kwargs) for _ in range(2)]
+    assert nested[0] == nested[1] and hash(nested[0]) == hash(nested[1])
+    step.lower(nested[0], params)
+    step.lower(nested[1], params)
+    assert traces == 2
+    # A different hyper-parameter is a different transform, traced again.
+    step.lower(ours(**dict(kwargs, learning_rate=0.123)), params)
+    assert traces == 3
