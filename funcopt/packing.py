@@ -1,3 +1,350 @@
-"""(being written)"""
+"""Packed parameters and optimizer state: one contiguous buffer per dtype.
 
-__all__: list[str] = []
+A jitted step over a pytree pays a fixed cost per leaf at the jit boundary (each donated
+or returned buffer is a few microseconds), and its compile time grows with the number of
+leaves. For a model with a thousand small leaves that overhead, not the arithmetic, is
+the step time (``docs/performance.md``). Packing removes it: the parameters (and the
+optimizer state) live in one 1-D buffer per dtype, and the pytree your loss function sees
+is recovered *inside* jit as static slices of those buffers, which XLA fuses away::
+
+    packed = funcopt.pack(params)                 # flat buffers + static layout
+    opt_state = funcopt.packed_init(tx, packed)
+    step = funcopt.make_packed_train_step(loss_fn, tx)
+    for x, y in batches:
+        packed, opt_state, loss = step(packed, opt_state, x, y)
+    params = funcopt.unpack(packed)               # the pytree again
+
+How the optimizer runs on the buffers is decided for you, so correctness never depends
+on knowing an optimizer's internals:
+
+- An *elementwise* transform (Adam, AdamW without a mask, SGD, RMSProp, ...: each output
+  coordinate depends only on the same coordinate of its inputs and on scalars) runs
+  directly on the flat buffers: one fused pass per dtype, state as flat buffers too.
+- Any other transform (per-leaf norms as in LAMB's trust ratio, per-matrix
+  orthogonalisation, factored moments, masks, optax transforms, your own) runs on the
+  tree view of the buffers, and its state is packed by dtype around the call. Numbers
+  are those of tree mode; only the jit-boundary cost is saved.
+
+:func:`is_elementwise` makes the choice from a registry of funcopt's elementwise
+transforms (compositions are walked); anything it does not know is treated as
+per-leaf. :func:`register_elementwise` adds your own transforms to the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcopt.base import GradientTransformation, OptState, Params, Updates, apply_updates
+
+__all__ = [
+    "Layout",
+    "Packed",
+    "PackedStep",
+    "is_elementwise",
+    "make_packed_train_step",
+    "pack",
+    "packed_init",
+    "packed_state",
+    "register_elementwise",
+    "unpack",
+]
+
+
+# ---- layout and the two views ----------------------------------------------------------
+
+
+class Slot(NamedTuple):
+    """Where one leaf lives: buffer index, offset into it, and the leaf's shape."""
+
+    buffer: int
+    offset: int
+    shape: tuple[int, ...]
+
+
+class Layout(NamedTuple):
+    """Static description of a packed pytree (hashable: part of the jit cache key).
+
+    Attributes:
+        treedef: the pytree structure.
+        slots: one :class:`Slot` per leaf, in ``jax.tree.leaves`` order.
+        dtypes: the dtype name of each buffer.
+        sizes: the number of elements of each buffer.
+    """
+
+    treedef: Any
+    slots: tuple[Slot, ...]
+    dtypes: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+
+def layout_of(tree: Any) -> Layout:
+    """The layout :func:`pack` uses for ``tree``: leaves grouped by dtype, in tree order."""
+    leaves, treedef = jax.tree.flatten(tree)
+    dtypes: list[str] = []
+    sizes: list[int] = []
+    slots = []
+    for leaf in leaves:
+        dtype = jnp.dtype(jnp.result_type(leaf)).name
+        if dtype not in dtypes:
+            dtypes.append(dtype)
+            sizes.append(0)
+        b = dtypes.index(dtype)
+        shape = tuple(int(d) for d in jnp.shape(leaf))
+        slots.append(Slot(b, sizes[b], shape))
+        sizes[b] += int(np.prod(shape, dtype=np.int64))
+    return Layout(treedef, tuple(slots), tuple(dtypes), tuple(sizes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Packed:
+    """A pytree stored as one 1-D buffer per dtype.
+
+    Only ``buffers`` are pytree leaves (what jit donates and returns); ``layout`` is
+    static. A frozen dataclass rather than a NamedTuple, because a NamedTuple's fields
+    would all be pytree children.
+
+    Attributes:
+        buffers: one 1-D array per dtype, in ``layout.dtypes`` order.
+        layout: the :class:`Layout` to recover the tree with :func:`unpack`.
+    """
+
+    buffers: tuple[jax.Array, ...]
+    layout: Layout
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of the buffers."""
+        return sum(int(b.size) * jnp.dtype(b.dtype).itemsize for b in self.buffers)
+
+
+jax.tree_util.register_dataclass(Packed, data_fields=["buffers"], meta_fields=["layout"])
+
+
+def pack(tree: Any, layout: Layout | None = None) -> Packed:
+    """Concatenate a pytree's leaves into one 1-D buffer per dtype.
+
+    Works eagerly and under jit (where it is one concatenate per dtype). ``layout``
+    defaults to :func:`layout_of` ``(tree)``; pass one to pack a tree of the same
+    structure into a known layout. Every buffer is freshly allocated, so the result
+    can be donated.
+    """
+    layout = layout_of(tree) if layout is None else layout
+    leaves = layout.treedef.flatten_up_to(tree)
+    groups: list[list[jax.Array]] = [[] for _ in layout.dtypes]
+    for leaf, slot in zip(leaves, layout.slots, strict=True):
+        groups[slot.buffer].append(jnp.ravel(jnp.asarray(leaf, layout.dtypes[slot.buffer])))
+    buffers = tuple(
+        jnp.concatenate(g) if len(g) > 1 else jnp.array(g[0], copy=True) for g in groups
+    )
+    return Packed(buffers, layout)
+
+
+def _views(buffers: tuple[jax.Array, ...], layout: Layout) -> list[jax.Array]:
+    """The leaves as static slices of the buffers (``lax.split``, whose transpose is a
+    concatenate, so gradients come back packed without per-leaf scatters)."""
+    pieces: list[list[jax.Array]] = []
+    for b, buf in enumerate(buffers):
+        sizes = [int(np.prod(s.shape, dtype=np.int64)) for s in layout.slots if s.buffer == b]
+        pieces.append(list(jax.lax.split(buf, sizes)) if len(sizes) > 1 else [buf])
+    taken = [0] * len(buffers)
+    leaves = []
+    for slot in layout.slots:
+        leaves.append(pieces[slot.buffer][taken[slot.buffer]].reshape(slot.shape))
+        taken[slot.buffer] += 1
+    return leaves
+
+
+def unpack(packed: Packed) -> Any:
+    """The pytree a :class:`Packed` holds (leaves are views inside jit, copies outside)."""
+    return packed.layout.treedef.unflatten(_views(packed.buffers, packed.layout))
+
+
+# ---- which transforms may run on the flat buffers ----------------------------------------
+
+_ELEMENTWISE: dict[Any, Callable[[dict[str, Any]], list[Any] | None]] = {}
+"""update-function code object -> ``children(closure)``: the inner transforms that must
+be elementwise too, or ``None`` if this instance is not elementwise."""
+
+
+def register_elementwise(
+    tx: GradientTransformation | Any,
+    children: Callable[[dict[str, Any]], list[Any] | None] = lambda closure: [],
+) -> None:
+    """Declare that transforms built like ``tx`` are elementwise.
+
+    Every transform whose ``update`` function has the same code as ``tx.update`` (any
+    instance of the same factory) is then run directly on flat buffers by the packed
+    step. Only register a transform whose every output coordinate depends on the same
+    coordinate of ``updates``, ``state`` and ``params`` and on scalars alone, and whose
+    behaviour does not depend on leaf shapes or on the tree structure.
+
+    Args:
+        tx: an instance of the transform.
+        children: for wrappers, a function of ``update``'s closure variables returning
+            the inner transforms that must be elementwise too (or ``None`` to reject
+            this instance, e.g. when a mask is set).
+    """
+    _ELEMENTWISE[tx.update.__code__] = children  # type: ignore[union-attr]
+
+
+def is_elementwise(tx: GradientTransformation | Any) -> bool:
+    """Whether ``tx`` is known to be elementwise, so that it may run on flat buffers.
+
+    Unknown transforms (including every optax transform) give ``False``: they are run
+    on the tree view, which is always correct.
+    """
+    update = getattr(tx, "update", None)
+    code = getattr(update, "__code__", None)
+    if code is None or code not in _ELEMENTWISE:
+        return False
+    try:
+        closure = dict(inspect.getclosurevars(update).nonlocals)  # type: ignore[arg-type]
+        inner = _ELEMENTWISE[code](closure)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return inner is not None and all(is_elementwise(t) for t in inner)
+
+
+def _register_funcopt() -> None:
+    from funcopt import base, optimizers, primitives
+
+    register_elementwise(base.identity())
+    register_elementwise(base.chain(), lambda c: list(c["transforms"]))
+    register_elementwise(primitives.scale_by_momentum())
+    register_elementwise(primitives.bias_correction(0.9))
+    register_elementwise(primitives.scale_by_rms(), lambda c: [c["num"]])
+    register_elementwise(primitives.scale_by_stddev())
+    register_elementwise(primitives.scale(1.0))
+    register_elementwise(primitives.scale_by_learning_rate(1.0))
+    register_elementwise(
+        primitives.add_decayed_weights(), lambda c: [] if c["mask"] is None else None
+    )
+    del optimizers  # the optimizers are compositions of the above
+
+
+_register_funcopt()
+
+
+# ---- packed optimizer state -------------------------------------------------------------
+
+
+def _flat(elementwise: bool | None, tx: Any) -> bool:
+    return is_elementwise(tx) if elementwise is None else bool(elementwise)
+
+
+def packed_init(
+    tx: GradientTransformation | Any, params: Packed, *, elementwise: bool | None = None
+) -> OptState:
+    """The optimizer state for :func:`make_packed_train_step`.
+
+    For an elementwise ``tx`` this is ``tx.init(params.buffers)``: moments are flat
+    buffers (Adam's state is 2× the parameter bytes in float32). Otherwise it is
+    ``pack(tx.init(unpack(params)))``: the tree state packed by dtype.
+    """
+    if _flat(elementwise, tx):
+        return tx.init(params.buffers)
+    return pack(tx.init(unpack(params)))
+
+
+def packed_state(
+    tx: GradientTransformation | Any, *, elementwise: bool | None = None
+) -> GradientTransformation:
+    """Wrap ``tx`` so that its state is kept packed; updates and params stay trees.
+
+    Use this when the parameters must stay a pytree (e.g. owned by a framework): the
+    jit boundary then sees one buffer per dtype for the state instead of one per state
+    leaf. Each update packs the gradients (and parameters) and unpacks the updates, so
+    it saves less than packing the parameters too (:func:`make_packed_train_step`).
+    """
+    flat = _flat(elementwise, tx)
+
+    def init(params: Params) -> OptState:
+        if flat:
+            return tx.init(pack(params).buffers)
+        return pack(tx.init(params))
+
+    def update(
+        updates: Updates, state: OptState, params: Params | None = None
+    ) -> tuple[Updates, OptState]:
+        if flat:
+            g = pack(updates)
+            p = None if params is None else pack(params, g.layout).buffers
+            u, state = tx.update(g.buffers, state, p)
+            return unpack(Packed(tuple(u), g.layout)), state
+        u, inner = tx.update(updates, unpack(state), params)
+        return u, pack(inner, state.layout)
+
+    return GradientTransformation(init, update)
+
+
+# ---- the packed train step --------------------------------------------------------------
+
+PackedStep = Callable[..., tuple[Any, ...]]
+"""``step(packed, opt_state, *batch) -> (packed, opt_state, loss)`` (``+ (aux,)``)."""
+
+
+def make_packed_train_step(
+    loss_fn: Callable[..., Any],
+    tx: GradientTransformation | Any,
+    *,
+    has_aux: bool = False,
+    donate: bool = True,
+    jit: bool = True,
+    elementwise: bool | None = None,
+) -> PackedStep:
+    """A train step whose parameters and optimizer state stay packed across steps.
+
+    ``step(packed, opt_state, *batch) -> (packed, opt_state, loss[, aux])`` where
+    ``packed`` comes from :func:`pack` and ``opt_state`` from :func:`packed_init`.
+    ``loss_fn(params, *batch)`` receives the ordinary pytree (static slices of the
+    buffers, free inside jit). Numbers equal those of :func:`funcopt.make_train_step`
+    up to float rounding.
+
+    Args:
+        loss_fn: as for :func:`funcopt.make_train_step`.
+        tx: any gradient transformation.
+        has_aux: ``loss_fn`` returns ``(loss, aux)``.
+        donate: donate the packed parameters and the state (default).
+        jit: return the jitted step (default) or the pure function.
+        elementwise: run ``tx`` on the flat buffers (True) or on the tree view (False);
+            default :func:`is_elementwise` ``(tx)``. Forcing True on a transform with
+            per-leaf structure gives wrong numbers.
+    """
+    flat = _flat(elementwise, tx)
+
+    def step(params: Packed, opt_state: OptState, *batch: Any) -> tuple[Any, ...]:
+        layout = params.layout
+        if isinstance(opt_state, Packed) == flat:
+            raise TypeError(
+                "make_packed_train_step: the optimizer state was not made for this mode "
+                f"(elementwise={flat}); build it with packed_init(tx, packed)"
+            )
+        if flat:
+
+            def flat_loss(buffers: tuple[jax.Array, ...]) -> Any:
+                return loss_fn(unpack(Packed(buffers, layout)), *batch)
+
+            value, grads = jax.value_and_grad(flat_loss, has_aux=has_aux)(params.buffers)
+            updates, opt_state = tx.update(grads, opt_state, params.buffers)
+            new = Packed(tuple(apply_updates(params.buffers, updates)), layout)
+        else:
+            tree = unpack(params)
+            value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)
+            updates, inner = tx.update(grads, unpack(opt_state), tree)
+            new = pack(apply_updates(tree, updates), layout)
+            opt_state = pack(inner, opt_state.layout)
+        if has_aux:
+            loss, aux = value
+            return new, opt_state, loss, aux
+        return new, opt_state, value
+
+    if not jit:
+        return step
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())

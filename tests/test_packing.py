@@ -1,0 +1,226 @@
+"""Packed parameters and state: same numbers as tree mode, state bytes as claimed."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from oracle import assert_rel_close, quadratic_grads, random_params, run
+
+import funcopt
+from funcopt.packing import Packed
+
+MIXED = {"f32": random_params(0), "bf16": random_params(1, dtype=jnp.bfloat16)}
+
+ELEMENTWISE = {
+    "adam": lambda: funcopt.adam(1e-2),
+    "adamw": lambda: funcopt.adamw(1e-2, weight_decay=0.1),
+    "sgd-nesterov": lambda: funcopt.sgd(1e-2, momentum=0.9, nesterov=True),
+    "rmsprop": lambda: funcopt.rmsprop(1e-2),
+    "rmsprop-centered-momentum": lambda: funcopt.rmsprop(1e-2, centered=True, momentum=0.9),
+    "adam-bf16-mu": lambda: funcopt.adam(1e-2, mu_dtype=jnp.bfloat16),
+}
+
+
+def _optional(name: str, *args, **kwargs):
+    def make():
+        factory = getattr(funcopt, name, None)
+        if factory is None:
+            pytest.skip(f"funcopt.{name} does not exist yet")
+        return factory(*args, **kwargs)
+
+    return make
+
+
+PER_LEAF = {
+    "adamw-masked": lambda: funcopt.adamw(
+        1e-2, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+    ),
+    "optax-lamb": lambda: optax.lamb(1e-2),
+    "lamb": _optional("lamb", 1e-2),
+    "adafactor": _optional("adafactor", 1e-2),
+    "muon": _optional("muon", 1e-2),
+}
+
+
+def loss_fn(params, x):
+    """A loss that touches every leaf, whatever its shape."""
+    return sum(
+        jnp.mean(jnp.square(jnp.tanh(p.astype(jnp.float32) * x) - 0.3))
+        for p in jax.tree.leaves(params)
+    )
+
+
+def copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+def test_pack_round_trip_groups_by_dtype():
+    packed = funcopt.pack(MIXED)
+    assert packed.layout.dtypes == ("bfloat16", "float32")  # first seen: keys are sorted
+    assert all(b.ndim == 1 for b in packed.buffers)
+    n = sum(x.size for x in jax.tree.leaves(MIXED["f32"]))
+    assert packed.layout.sizes == (n, n)
+    back = funcopt.unpack(packed)
+    assert jax.tree.structure(back) == jax.tree.structure(MIXED)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(MIXED), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def test_packed_is_a_pytree_of_buffers_only():
+    packed = funcopt.pack(MIXED)
+    assert jax.tree.leaves(packed) == list(packed.buffers)
+    doubled = jax.jit(lambda p: jax.tree.map(lambda b: b * 2, p))(packed)
+    assert isinstance(doubled, Packed) and doubled.layout == packed.layout
+
+
+def test_registry_sorts_elementwise_from_per_leaf():
+    for make in ELEMENTWISE.values():
+        assert funcopt.is_elementwise(make())
+    assert not funcopt.is_elementwise(PER_LEAF["adamw-masked"]())
+    assert not funcopt.is_elementwise(PER_LEAF["optax-lamb"]())
+    assert not funcopt.is_elementwise(optax.adam(1e-2))  # unknown: tree view, always safe
+
+
+def _steps(step, params, state, n=6):
+    losses = []
+    for i in range(n):
+        x = jnp.asarray(0.5 + 0.1 * i, jnp.float32)
+        params, state, loss = step(params, state, x)
+        losses.append(float(loss))
+    return params, state, losses
+
+
+@pytest.mark.parametrize("name", [*ELEMENTWISE, *PER_LEAF])
+def test_packed_train_step_equals_tree_train_step(name):
+    make = {**ELEMENTWISE, **PER_LEAF}[name]
+    tx = make()
+    # The reference is not donated: it must not depend on what is under test here.
+    tree_p, _, tree_losses = _steps(
+        funcopt.make_train_step(loss_fn, tx, donate=False), copy(MIXED), tx.init(MIXED)
+    )
+    packed = funcopt.pack(MIXED)
+    packed_p, _, packed_losses = _steps(
+        funcopt.make_packed_train_step(loss_fn, tx), packed, funcopt.packed_init(tx, packed)
+    )
+    np.testing.assert_allclose(packed_losses, tree_losses, rtol=1e-6)
+    tol = 1e-6 if "bf16" not in name else 1e-2
+    assert_rel_close(funcopt.unpack(packed_p)["f32"], tree_p["f32"], tol)
+    assert_rel_close(funcopt.unpack(packed_p)["bf16"], tree_p["bf16"], 1e-2)
+
+
+def test_forcing_flat_on_a_per_leaf_transform_changes_the_numbers():
+    """The registry matters: a masked decay run flat would decay every leaf."""
+    tx = PER_LEAF["adamw-masked"]()
+    auto = funcopt.make_packed_train_step(loss_fn, tx)
+    forced = funcopt.make_packed_train_step(loss_fn, tx, elementwise=True)
+    a = funcopt.pack(MIXED)
+    b = funcopt.pack(MIXED)
+    pa, _, _ = _steps(auto, a, funcopt.packed_init(tx, a))
+    pb, _, _ = _steps(forced, b, funcopt.packed_init(tx, b, elementwise=True))
+    diff = np.abs(np.asarray(pa.buffers[1]) - np.asarray(pb.buffers[1])).max()  # float32
+    assert diff > 1e-4
+
+
+def test_state_made_for_the_other_mode_is_rejected():
+    tx = funcopt.adam(1e-2)
+    packed = funcopt.pack(MIXED)
+    step = funcopt.make_packed_train_step(loss_fn, tx, donate=False)
+    with pytest.raises(TypeError, match="packed_init"):
+        step(packed, funcopt.packed_init(tx, packed, elementwise=False), 0.5)
+
+
+@pytest.mark.parametrize("name", ["adamw", "optax-lamb"])
+def test_packed_state_transform_equals_tree_mode(name):
+    tx = {**ELEMENTWISE, **PER_LEAF}[name]()
+    params = random_params(3)
+    ref, _ = run(tx, params, 4, funcopt.apply_updates)
+    got, state = run(funcopt.packed_state(tx), params, 4, funcopt.apply_updates)
+    assert_rel_close(got, ref, 1e-6)
+    leaves = jax.tree.leaves(state)
+    assert max(x.size for x in leaves) >= sum(x.size for x in jax.tree.leaves(params))
+
+
+def test_packed_step_donates_its_buffers():
+    tx = funcopt.adam(1e-2)
+    packed = funcopt.pack(MIXED)
+    state = funcopt.packed_init(tx, packed)
+    step = funcopt.make_packed_train_step(loss_fn, tx)
+    assert "input_output_alias" in step.lower(packed, state, 0.5).compile().as_text()
+    new, new_state, _ = step(packed, state, 0.5)
+    assert all(b.is_deleted() for b in jax.tree.leaves((packed, state)))
+    assert not any(b.is_deleted() for b in jax.tree.leaves((new, new_state)))
+
+
+def test_packed_step_boundary_does_not_grow_with_leaves():
+    """200 leaves in, two buffers (one per dtype) + a few counts across jit."""
+    params = [jnp.full((3, 2), float(i)) for i in range(200)]
+    tx = funcopt.adam(1e-2)
+    packed = funcopt.pack(params)
+    state = funcopt.packed_init(tx, packed)
+    assert len(jax.tree.leaves(packed)) == 1
+    assert len(jax.tree.leaves(state)) <= 6
+
+
+# ---- low-memory state ---------------------------------------------------------------------
+
+
+def _bytes(tree) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _moment_bytes(tree) -> int:
+    """Bytes of the state's non-scalar leaves (the moments; counts are scalars)."""
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree) if x.ndim > 0)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["tree", "packed"])
+def test_adam_state_bytes(packed):
+    params = {"w": jnp.zeros((256, 64)), "b": jnp.zeros(64), "v": [jnp.zeros(10)] * 3}
+    p_bytes = _bytes(params)
+    for mu_dtype, factor in [(None, 2.0), (jnp.bfloat16, 1.5)]:
+        tx = funcopt.adam(1e-3, mu_dtype=mu_dtype)
+        state = funcopt.packed_init(tx, funcopt.pack(params)) if packed else tx.init(params)
+        assert _moment_bytes(state) == factor * p_bytes
+        assert _bytes(state) - _moment_bytes(state) <= 16  # the step counts
+    adamw = funcopt.adamw(1e-3, mu_dtype=jnp.bfloat16)
+    assert _moment_bytes(adamw.init(params)) == 1.5 * p_bytes
+
+
+def test_bf16_first_moment_dtypes_and_closeness_to_fp32():
+    params = random_params(2)
+    low = funcopt.adam(1e-2, mu_dtype=jnp.bfloat16)
+    full = funcopt.adam(1e-2)
+    p_low, s_low = run(low, params, 20, funcopt.apply_updates)
+    p_full, _ = run(full, params, 20, funcopt.apply_updates)
+    dtypes = {x.dtype for x in jax.tree.leaves(s_low) if x.ndim > 0}
+    assert dtypes == {jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)}  # m bf16, v fp32
+    assert_rel_close(p_low, p_full, 2e-3)
+    # Compare with a parameter's scale of travel: bf16 rounding is visible but small.
+    assert 0 < max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(p_low), jax.tree.leaves(p_full), strict=True)
+    )
+
+
+def test_bf16_update_uses_the_stored_rounded_moment():
+    """u = −η m̂/(√v̂ + ε) with m̂ computed from the bf16 m that is kept (perf notes §5)."""
+    g = jnp.asarray([0.123456, -1.98765, 3.3333], jnp.float32)
+    p = jnp.zeros(3)
+    tx = funcopt.adam(1.0, b1=0.9, b2=0.999, eps=0.0, mu_dtype=jnp.bfloat16)
+    u, _ = tx.update(g, tx.init(p), p)
+    m = ((1 - 0.9) * g).astype(jnp.bfloat16).astype(jnp.float32)
+    v = (1 - 0.999) * g * g
+    expected = -(m / (1 - 0.9)) / jnp.sqrt(v / (1 - 0.999))
+    np.testing.assert_allclose(u, expected, rtol=2e-5)
+    unrounded = -(((1 - 0.9) * g) / (1 - 0.9)) / jnp.sqrt(v / (1 - 0.999))
+    assert not np.allclose(u, unrounded, rtol=5e-4)  # bf16 rounding (≈ 4e-3) is visible
+
+
+def test_grads_of_quadratic_helper_still_work_with_packed_views():
+    packed = funcopt.pack(random_params(4))
+    grads = quadratic_grads(funcopt.unpack(packed), jnp.asarray(0))
+    assert jax.tree.structure(grads) == packed.layout.treedef
