@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -313,7 +314,7 @@ def _train_impls(w: Workload, names: Sequence[str], cfg: dict[str, Any]) -> list
                     "w": jnp.asarray(r.standard_normal((a, b), dtype=np.float32) / np.sqrt(a)),
                     "b": jnp.zeros(b, jnp.float32),
                 }
-                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+                for a, b in itertools.pairwise(sizes)
             ]
     else:
         shapes = _leaf_shapes(w)
@@ -428,7 +429,7 @@ def copy_bandwidth(n: int = 16 * 2**20, rounds: int = 9) -> float:
 def _n_params(w: Workload, cfg: dict[str, Any]) -> int:
     if w.model == "mlp":
         s = cfg["mlp"]
-        return sum(a * b + b for a, b in zip(s[:-1], s[1:], strict=True))
+        return sum(a * b + b for a, b in itertools.pairwise(s))
     return w.leaves * w.leaf_size
 
 
