@@ -327,7 +327,8 @@ def test_inject_hyperparams_bf16_is_finite_where_optax_is_nan():
     p16 = random_params(3, jnp.bfloat16, {"w": (4, 3), "b": (3,)})
     ref = jax.tree.map(lambda x: x.astype(jnp.float32), p16)  # the same start, in float32
     ours = funcopt.inject_hyperparams(funcopt.adam)(learning_rate=0.05)
-    got, _ = run(ours, p16, 5, funcopt.apply_updates, wavy_grads)
+    with jax.numpy_dtype_promotion("strict"):  # and no implicit promotion on the way
+        got, _ = run(ours, p16, 5, funcopt.apply_updates, wavy_grads)
     want, _ = run(optax.adam(0.05), ref, 5, optax.apply_updates, wavy_grads)
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(got))
     assert_rel_close(jax.tree.map(lambda x: x.astype(jnp.float32), got), want, 2e-2)
@@ -437,7 +438,8 @@ def test_multisteps_equals_one_big_batch_step(maybe_jit):
     x, y = jax.random.normal(kx, (8, 3)), jax.random.normal(ky, (8,))
     loss = lambda w, x, y: jnp.mean((x @ w - y) ** 2)
     w0 = jnp.array([0.1, -0.2, 0.3])
-    opt = funcopt.MultiSteps(funcopt.adam(0.1), every_k_schedule=4)
+    # Plain SGD: Adam's first step is scale-free, so it would not tell a mean from a sum.
+    opt = funcopt.MultiSteps(funcopt.sgd(0.1), every_k_schedule=4)
     state, w = opt.init(w0), w0
     update = maybe_jit(opt.update)
     for i in range(4):
@@ -447,9 +449,9 @@ def test_multisteps_equals_one_big_batch_step(maybe_jit):
         assert bool(opt.has_updated(state)) == (i == 3)
         if i < 3:
             chex.assert_trees_all_equal(u, jnp.zeros(3))
-    big = optax.adam(0.1)
+    big = optax.sgd(0.1)
     u_big, _ = big.update(jax.grad(loss)(w0, x, y), big.init(w0), w0)
-    np.testing.assert_allclose(w, w0 + u_big, rtol=1e-6)
+    np.testing.assert_allclose(w, w0 + u_big, rtol=1e-6, atol=1e-7)  # Welford vs one mean
     assert int(state.gradient_step) == 1 and int(state.mini_step) == 0
 
 
@@ -598,7 +600,6 @@ def test_target_network_updates_match_optax():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: funcopt.inject_hyperparams(funcopt.adam)(learning_rate=0.1),
         lambda: funcopt.MultiSteps(funcopt.adam(0.1), 2).gradient_transformation(),
         lambda: funcopt.apply_if_finite(funcopt.adam(0.1), 2),
         lambda: funcopt.chain(funcopt.masked(funcopt.adam(0.1), MASK), funcopt.apply_every(2)),
@@ -606,7 +607,7 @@ def test_target_network_updates_match_optax():
             {"w": funcopt.adam(0.1), "b": funcopt.sgd(0.1, 0.9)}, ndim_labels
         ),
     ],
-    ids=["inject_hyperparams", "MultiSteps", "apply_if_finite", "masked-apply_every", "partition"],
+    ids=["MultiSteps", "apply_if_finite", "masked-apply_every", "partition"],
 )
 def test_bfloat16_params_under_strict_promotion(make, strict_dtypes):
     params = random_params(6, jnp.bfloat16, SHAPES)
