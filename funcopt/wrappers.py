@@ -308,6 +308,9 @@ def inject_hyperparams(
     one. A callable argument is a schedule ``count -> value``, evaluated at the step
     count (0 at the first update) and stored in ``hyperparams`` too.
 
+    Assign a new value as an array of the stored dtype (``jnp.asarray(1e-4,
+    jnp.float32)``): a Python float is weakly typed, which ``jit`` traces anew once.
+
     Unlike optax, float hyper-parameters are stored in at least float32 even for
     bfloat16 params: optax casts them to the params' dtype, which rounds Adam's
     ``b2 = 0.999`` to 1.0 and makes every update NaN.

@@ -265,6 +265,15 @@ def test_partition_names_and_errors():
     assert funcopt.multi_transform is funcopt.partition  # optax 0.2.8 has both names
     assert funcopt.MultiTransformState is funcopt.PartitionState
     assert optax.multi_transform is optax.partition
+    # Labels may be a prefix of the params: one label for a whole subtree.
+    params = {"x": jnp.ones(1), "y": {"p": jnp.ones(1), "q": jnp.ones(2)}}
+    tx = funcopt.partition(
+        {"a": funcopt.scale(2.0), "b": funcopt.scale(-1.0)}, {"x": "a", "y": "b"}
+    )
+    u, _ = tx.update(params, tx.init(params))
+    chex.assert_trees_all_equal(
+        u, {"x": jnp.full(1, 2.0), "y": {"p": -jnp.ones(1), "q": -jnp.ones(2)}}
+    )
     tx = funcopt.partition({"a": funcopt.scale(1.0)}, {"x": "a", "y": "b"})
     with pytest.raises(ValueError, match="'b'"):
         tx.init({"x": jnp.zeros(1), "y": jnp.zeros(1)})
