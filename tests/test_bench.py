@@ -1,0 +1,61 @@
+"""funcopt bench at a tiny size: the table's structure and positive numbers (no timings)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from funcopt import bench
+from funcopt.__main__ import main as cli
+
+IMPLS = ["funcopt tree", "funcopt packed", "optax donated", "torch fused"]
+WORKLOADS = ["adam 20×1k", "train MLP"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "out.json"
+    argv = ["bench", "--tiny", "--rounds", "1", "--no-progress", "--json", str(path)]
+    assert cli([*argv, "--impls", *IMPLS, "--workloads", *WORKLOADS]) == 0
+    return json.loads(path.read_text())
+
+
+def test_every_cell_is_measured(results):
+    cells = results["cells"]
+    have_torch = importlib.util.find_spec("torch") is not None
+    expected = IMPLS if have_torch else IMPLS[:3]
+    assert [(c["workload"], c["impl"]) for c in cells] == [
+        (w, i) for w in WORKLOADS for i in expected
+    ]
+    assert set(cells[0]) == set(bench.Cell._fields)
+
+
+def test_numbers_are_positive_and_ratios_relative_to_the_baseline(results):
+    for c in results["cells"]:
+        assert c["step_ms"] > 0 and c["ratio"] > 0 and c["bandwidth_frac"] > 0
+        assert c["params"] > 0 and c["peak_mib"] >= 0 and c["peak_ratio"] > 0
+        if c["impl"].startswith("torch"):
+            assert c["compile_s"] is None
+        else:
+            assert c["compile_s"] > 0
+        if c["impl"] == bench.BASELINE:
+            assert math.isclose(c["ratio"], 1.0)
+    meta = results["meta"]
+    assert meta["copy_bandwidth_GBps"] > 0 and meta["size"] == "tiny"
+    assert meta["memory_source"] in {"device", "rss", "none"}
+
+
+def test_table_has_one_row_per_cell(results):
+    cells = [bench.Cell(**c) for c in results["cells"]]
+    t = bench.table(cells, results["meta"])
+    assert t.row_count == len(cells)
+    assert [c.header for c in t.columns][:4] == ["workload", "impl", "step ms", "ratio"]
+
+
+def test_unknown_option_is_an_error():
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--no-such-option"])
+    assert exc.value.code != 0
