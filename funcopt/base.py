@@ -266,8 +266,8 @@ def tree_map(f: Callable[..., Any], tree: Any, *rest: Any, names: tuple[str, ...
 
 
 def _leaf_dtype(x: Any) -> Any:
-    dtype = getattr(x, "dtype", None)
-    return jnp.dtype(dtype) if dtype is not None else jnp.result_type(x)
+    dtype = getattr(x, "dtype", None)  # may be an extended dtype (a typed PRNG key)
+    return dtype if dtype is not None else jnp.result_type(x)
 
 
 def check_float_leaves(tree: Any, name: str = "params") -> None:
