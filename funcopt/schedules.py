@@ -510,12 +510,11 @@ def sgdr_schedule(cosine_kwargs: Iterable[dict[str, Any]]) -> Schedule:
     cycles = [dict(kwargs) for kwargs in cosine_kwargs]
     if not cycles:
         raise HyperParameterError("sgdr_schedule needs at least one cycle, got cosine_kwargs=[]")
+    schedules = [warmup_cosine_decay_schedule(**kwargs) for kwargs in cycles]  # validates
     starts = [0]
     for kwargs in cycles:
         starts.append(starts[-1] + kwargs["decay_steps"])
-    return join_schedules(
-        [warmup_cosine_decay_schedule(**kwargs) for kwargs in cycles], starts[1:-1]
-    )
+    return join_schedules(schedules, starts[1:-1])
 
 
 # ---- one-cycle -----------------------------------------------------------------------

@@ -85,11 +85,12 @@ def test_matches_optax(build, inputs, maybe_jit):
     assert np.isfinite(jax.flatten_util.ravel_pytree(got)[0]).all()
 
 
-@pytest.mark.parametrize(("build", "inputs"), [r[1:] for r in TABLE], ids=[r[0] for r in TABLE])
-def test_keeps_bfloat16(build, inputs):
-    grads, params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), inputs())
-    ours = build(funcopt)
-    got, _ = jax.jit(ours.update)(grads, ours.init(params), params)
+def test_keeps_bfloat16():
+    # every transform in one jitted chain: each stage must hand on bfloat16
+    stages = [build(funcopt) for _, build, _ in TABLE]
+    tx = funcopt.chain(*stages)
+    grads, params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), small_inputs())
+    got, _ = jax.jit(tx.update)(grads, tx.init(params), params)
     chex.assert_trees_all_equal_shapes_and_dtypes(got, grads)
 
 
@@ -181,11 +182,10 @@ def test_zero_nans_state_by_hand():
 @pytest.mark.parametrize(
     ("ours_key", "theirs_key"),
     [
-        (3, 3),
         (jax.random.key(11), jax.random.key(11)),
         (jax.random.PRNGKey(5), jax.random.wrap_key_data(jax.random.PRNGKey(5))),
     ],
-    ids=["seed", "typed-key", "raw-key"],
+    ids=["typed-key", "raw-key"],
 )
 def test_add_noise_draws_like_optax_over_steps(ours_key, theirs_key):
     grads, params = tree(1, shapes=SMALL), tree(2, shapes=SMALL)
@@ -263,7 +263,7 @@ def test_needs_params_and_matching_structure(name):
 def test_factories_are_cached_and_work_inside_optax_chain():
     assert funcopt.clip(1.0) is funcopt.clip(1.0)
     assert funcopt.add_noise(0.1, 0.55, 0) is funcopt.add_noise(0.1, 0.55, 0)
-    grads, params = default_inputs()
+    grads, params = small_inputs()
     mixed = optax.chain(funcopt.clip_by_global_norm(1.0), optax.sgd(0.1))
     pure = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1))
     got = mixed.update(grads, mixed.init(params), params)[0]

@@ -22,6 +22,13 @@ from funcopt.base import HyperParameterError
 N = 130  # past the last boundary of every schedule below
 COUNTS = [*range(N), 1_000_000, 2**31 - 1]
 SMALL = {"w": (4, 3), "b": ()}
+X64_IDS = {
+    "polynomial",
+    "exponential-staircase",
+    "cosine-alpha-exponent",
+    "sgdr",
+    "linear-onecycle",
+}
 
 CYCLES = [
     dict(init_value=0.0, peak_value=1.0, warmup_steps=5, decay_steps=30),
@@ -95,8 +102,24 @@ SCHEDULES = [
 
 
 def optax_values(build):
-    sched = build(optax)
-    return np.array([float(sched(jnp.asarray(c, jnp.int32))) for c in COUNTS])
+    values = jax.vmap(build(optax))(jnp.asarray(COUNTS, jnp.int32))
+    return np.broadcast_to(np.asarray(values, np.float64), (len(COUNTS),))
+
+
+def wave_grads(params, step):
+    """Gradient of a stretched quadratic plus a deterministic wave per coordinate.
+
+    Like ``oracle.quadratic_grads`` (the quadratic contracts rounding differences, the
+    wave keeps every coordinate's gradient changing sign and size) but without random
+    draws, which make compiling the 1000-step scan several times slower.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    t = step.astype(jnp.float32)
+    out = []
+    for i, p in enumerate(leaves):
+        phase = jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape)
+        out.append((0.5 + i) * (p - 0.3) + jnp.sin(0.7 * (i + 1) * t + phase))
+    return jax.tree.unflatten(treedef, out)
 
 
 @pytest.mark.parametrize("build", [row[1] for row in SCHEDULES], ids=[row[0] for row in SCHEDULES])
@@ -237,7 +260,20 @@ OPTIMIZERS = [
     ("ours", "theirs", "build"), [row[1:] for row in OPTIMIZERS], ids=[row[0] for row in OPTIMIZERS]
 )
 def test_optimizers_accept_schedules(ours, theirs, build):
-    params = random_params(0, shapes=SMALL)  # two leaves: compiling a 1000-step scan is the cost
-    got, _ = run(ours(build(funcopt)), params, 1000, funcopt.apply_updates)
-    want, _ = run(theirs(build(optax)), params, 1000, optax.apply_updates)
+    params = random_params(0, shapes=SMALL)  # compiling the 1000-step scan is the cost
+    got, _ = run(ours(build(funcopt)), params, 1000, funcopt.apply_updates, wave_grads)
+    want, _ = run(theirs(build(optax)), params, 1000, optax.apply_updates, wave_grads)
     assert_rel_close(got, want, 1e-5)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [row[1] for row in SCHEDULES if row[0] in X64_IDS],
+    ids=[row[0] for row in SCHEDULES if row[0] in X64_IDS],
+)
+def test_matches_optax_in_float64(build, x64):
+    counts = jnp.asarray(COUNTS, jnp.int64)
+    got = np.asarray(jax.jit(jax.vmap(build(funcopt)))(counts))
+    want = np.asarray(jax.vmap(build(optax))(counts))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
