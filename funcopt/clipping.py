@@ -66,7 +66,7 @@ def _safe_sqrt(s: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, s, 1)), 0)
 
 
-def global_norm(tree: Any) -> jax.Array:
+def global_norm(updates: Any) -> jax.Array:
     r"""The Euclidean norm of all the leaves together: $\|g\| = \sqrt{\sum_i |g_i|^2}$.
 
     Computed in at least float32 (the widest leaf's precision), 0 for a tree with no
@@ -77,7 +77,7 @@ def global_norm(tree: Any) -> jax.Array:
         >>> funcopt.global_norm({"a": jnp.array([3.0]), "b": jnp.array(4.0), "c": None})
         Array(5., dtype=float32)
     """
-    sums = [jnp.sum(_abs_sq(x)) for x in jax.tree.leaves(tree)]
+    sums = [jnp.sum(_abs_sq(x)) for x in jax.tree.leaves(updates)]
     if not sums:
         return jnp.zeros([], jnp.float32)
     dtype = max((s.dtype for s in sums), key=lambda d: d.itemsize)

@@ -8,6 +8,8 @@ and under ``jit`` with strict dtype promotion.
 
 from __future__ import annotations
 
+import inspect
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -269,3 +271,14 @@ def test_factories_are_cached_and_work_inside_optax_chain():
     got = mixed.update(grads, mixed.init(params), params)[0]
     want = pure.update(grads, pure.init(params), params)[0]
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", [n for n in funcopt.clipping.__all__ if n[0].islower()])
+def test_signature_is_optax(name):
+    def params(fn):
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    theirs = params(getattr(optax, name))
+    if name == "add_noise":  # optax's deprecated keyword-only `seed` is left out
+        theirs = [p for p in theirs if p[0] != "seed"]
+    assert params(getattr(funcopt, name)) == theirs

@@ -9,6 +9,8 @@ compared with the optax optimizer fed optax's schedule.
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -277,3 +279,14 @@ def test_matches_optax_in_float64(build, x64):
     want = np.asarray(jax.vmap(build(optax))(counts))
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", funcopt.schedules.__all__)
+def test_signature_is_optax(name):
+    ours, theirs = (
+        inspect.signature(getattr(funcopt, name)),
+        inspect.signature(getattr(optax, name)),
+    )
+    assert [(p.name, p.default) for p in ours.parameters.values()] == [
+        (p.name, p.default) for p in theirs.parameters.values()
+    ]
