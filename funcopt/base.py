@@ -293,6 +293,9 @@ def check_float_leaves(tree: Any, name: str = "params") -> None:
 def zeros_like(tree: Any, dtype: Any = None, fill: Any = 0.0) -> Any:
     """A fresh buffer per leaf, filled with ``fill``, in ``dtype`` (default: the leaf's).
 
+    ``dtype`` may also be a function of the leaf's dtype (e.g. :func:`compute_dtype`,
+    to keep a second moment in at least float32).
+
     Each buffer is new (never shared, so state can be donated) and takes the leaf's
     sharding: eagerly for any committed array, and under ``jit`` when the mesh has
     explicit axes (``jax.sharding.AxisType.Explicit``). Raises ``TypeError`` for an
@@ -302,7 +305,8 @@ def zeros_like(tree: Any, dtype: Any = None, fill: Any = 0.0) -> Any:
 
     def leaf(x: Any) -> jax.Array:
         x = x if isinstance(x, jax.Array) else jnp.asarray(x)
-        return jax.lax.full_like(x, fill, dtype=dtype or x.dtype)
+        to = dtype(x.dtype) if callable(dtype) and not isinstance(dtype, type) else dtype
+        return jax.lax.full_like(x, fill, dtype=to or x.dtype)
 
     return jax.tree.map(leaf, tree)
 
