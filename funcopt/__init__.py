@@ -15,6 +15,7 @@ is imported on first use.
 from funcopt import (
     base,
     clipping,
+    modern,
     optimizers,
     packing,
     primitives,
@@ -25,6 +26,7 @@ from funcopt import (
 )
 from funcopt.base import *  # noqa: F403
 from funcopt.clipping import *  # noqa: F403
+from funcopt.modern import *  # noqa: F403
 from funcopt.optimizers import *  # noqa: F403
 from funcopt.packing import *  # noqa: F403
 from funcopt.primitives import *  # noqa: F403
@@ -38,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     *base.__all__,
     *clipping.__all__,
+    *modern.__all__,
     *optimizers.__all__,
     *packing.__all__,
     *primitives.__all__,

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from optax import contrib
 from oracle import assert_rel_close, random_params, run
 
 import funcopt
@@ -135,6 +136,74 @@ def test_matches_optax_float32(name, ours, theirs, kwargs):
     got, _ = run(ours(**kwargs), params, 1000, funcopt.apply_updates, wavy_grads)
     want, _ = run(theirs(**kwargs), params, 1000, optax.apply_updates, wavy_grads)
     assert_rel_close(got, want, 1e-5)
+
+
+def test_schedule_free_eval_params_match_optax():
+    kwargs = dict(learning_rate=0.01, warmup_steps=50)
+    params = random_params(0)
+    got, got_state = run(
+        funcopt.schedule_free_adamw(**kwargs), params, 300, funcopt.apply_updates, wavy_grads
+    )
+    want, want_state = run(
+        contrib.schedule_free_adamw(**kwargs), params, 300, optax.apply_updates, wavy_grads
+    )
+    assert_rel_close(
+        funcopt.schedule_free_eval_params(got_state, got),
+        contrib.schedule_free_eval_params(want_state, want),
+        1e-5,
+    )
+    # also found inside a chain's state
+    tx = funcopt.chain(funcopt.scale(1.0), funcopt.schedule_free_adamw(**kwargs))
+    state = tx.init(params)
+    assert_rel_close(funcopt.schedule_free_eval_params(state, params), params, 1e-6)  # x₀ = y₀
+
+
+# Muon orthogonalises a noise-dominated momentum near the optimum: Newton–Schulz blows its
+# small singular values up to ~1, so a one-ulp difference between two equal programs (XLA
+# fuses them differently) grows ~10x every ~50 steps. float32 is therefore compared over
+# 200 steps, and the 1000-step comparison runs in float64, where the drift stays tiny.
+MUON = [
+    ("default", dict(learning_rate=0.01), 1000),
+    (
+        "adaptive-dion-decay-rms",
+        dict(
+            learning_rate=0.01,
+            adaptive=True,
+            weight_decay=0.1,
+            ns_coeffs="dion",
+            consistent_rms=0.2,
+        ),
+        1000,
+    ),
+    (
+        "everything",
+        dict(
+            learning_rate=0.01,
+            nesterov=False,
+            adaptive=True,
+            weight_decay=0.1,
+            adam_weight_decay=0.1,
+            ns_coeffs="dion",
+            consistent_rms=0.2,
+            adam_learning_rate=0.003,
+            preconditioning="spectral",
+        ),
+        300,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "steps"), MUON, ids=[m[0] for m in MUON])
+def test_muon_matches_optax_contrib(name, kwargs, steps):
+    params = random_params(0)
+    got, _ = run(funcopt.muon(**kwargs), params, 200, funcopt.apply_updates, wavy_grads)
+    want, _ = run(contrib.muon(**kwargs), params, 200, optax.apply_updates, wavy_grads)
+    assert_rel_close(got, want, 1e-5)
+    with jax.enable_x64(True):
+        params = random_params(0, jnp.float64)
+        got, _ = run(funcopt.muon(**kwargs), params, steps, funcopt.apply_updates, wavy_grads)
+        want, _ = run(contrib.muon(**kwargs), params, steps, optax.apply_updates, wavy_grads)
+        assert_rel_close(got, want, 1e-8)
 
 
 # ---- torch.optim, float64 ----------------------------------------------------------------
@@ -278,7 +347,11 @@ CORE = [
     ("adam", funcopt.adam, dict(learning_rate=0.1)),
     ("adamw", funcopt.adamw, dict(learning_rate=0.1, mask=_matrices)),
 ]
-FACTORIES = [(name, ours, kwargs) for name, ours, _, kwargs in TABLE] + CORE
+FACTORIES = (
+    [(name, ours, kwargs) for name, ours, _, kwargs in TABLE]
+    + [("muon-" + name, funcopt.muon, kwargs) for name, kwargs, _ in MUON]
+    + CORE
+)
 
 
 def _nested(name, ours, kwargs):
