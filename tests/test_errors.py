@@ -276,3 +276,26 @@ def test_every_counter_saturates(entry, request):
             assert np.all(np.asarray(x) >= 0), "a counter wrapped around"
         elif jnp.issubdtype(getattr(x, "dtype", jnp.int32), jnp.floating):
             assert np.all(np.isfinite(np.asarray(x)))
+
+
+# ---- non-finite gradients -------------------------------------------------------------------
+
+
+def test_non_finite_gradient_poisons_state_unless_apply_if_finite():
+    """Without apply_if_finite a NaN stays in Adam's moments; with it the step is skipped."""
+    params = {"w": jnp.ones(2)}
+    bad = {"w": jnp.array([jnp.nan, 1.0])}
+    good = {"w": jnp.array([1.0, 1.0])}
+    tx = funcopt.adam(0.1)
+    _, state = tx.update(bad, tx.init(params), params)
+    u, _ = tx.update(good, state, params)
+    assert np.isnan(np.asarray(u["w"][0])) and np.isfinite(np.asarray(u["w"][1]))
+
+    safe = funcopt.apply_if_finite(funcopt.adam(0.1), 3)
+    s0 = safe.init(params)
+    u, s1 = safe.update(bad, s0, params)
+    np.testing.assert_array_equal(np.asarray(u["w"]), [0.0, 0.0])
+    for a, b in zip(jax.tree.leaves(s1.inner_state), jax.tree.leaves(s0.inner_state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    u, _ = safe.update(good, s1, params)
+    np.testing.assert_allclose(np.asarray(u["w"]), [-0.1, -0.1], rtol=1e-5)  # Adam's first step
