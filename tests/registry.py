@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import optax
+import optax.contrib
 
 import funcopt as fo
 
@@ -26,6 +27,11 @@ LR = 1e-2
 def _by_rank(p: Any) -> Any:
     """True for arrays of rank ≥ 1 (weights), False for scalars (a typical decay mask)."""
     return jax.tree.map(lambda x: x.ndim > 0, p)
+
+
+def _matrices(p: Any) -> Any:
+    """True for arrays of rank ≥ 2."""
+    return jax.tree.map(lambda x: x.ndim > 1, p)
 
 
 def _labels(p: Any) -> Any:
@@ -38,9 +44,13 @@ class Entry(NamedTuple):
     requires: tuple[str, ...]
     optax: Callable[[Any], Any] | None = None  # the same optimizer in optax
     wrap: Callable[[Any], Any] | None = None  # params as the transform expects them
+    optax_wrap: Callable[[Any], Any] | None = None  # params as the optax twin expects them
 
     def params(self, params: Any) -> Any:
         return self.wrap(params) if self.wrap else params
+
+    def optax_params(self, params: Any) -> Any:
+        return self.optax_wrap(params) if self.optax_wrap else params
 
 
 def _same(name: str, **kw: Any) -> Entry:
@@ -96,13 +106,19 @@ ENTRIES: list[Entry] = [
     _same("signum"),
     Entry(
         "noisy_sgd",
-        lambda lr: fo.noisy_sgd(lr, key=jax.random.PRNGKey(3)),
+        lambda lr: fo.noisy_sgd(lr, key=3),
         ("noisy_sgd", "add_noise"),
-        lambda lr: optax.noisy_sgd(lr, key=jax.random.PRNGKey(3)),
+        lambda lr: optax.noisy_sgd(lr, key=3),
     ),
     _same("novograd"),
-    Entry("muon", lambda lr: fo.muon(lr), ("muon",), None),
-    Entry("schedule_free_adamw", lambda lr: fo.schedule_free_adamw(lr), ("schedule_free_adamw",)),
+    Entry("muon", lambda lr: fo.muon(lr), ("muon",), lambda lr: optax.contrib.muon(lr)),
+    # schedule-free methods replace the schedule: a constant rate with their own warmup
+    Entry(
+        "schedule_free_adamw",
+        lambda lr: fo.schedule_free_adamw(LR, warmup_steps=1000),
+        ("schedule_free_adamw",),
+        lambda lr: optax.contrib.schedule_free_adamw(LR, warmup_steps=1000),
+    ),
     # ---- clipping in front of an optimizer --------------------------------------------
     Entry(
         "clip_by_global_norm",
@@ -151,9 +167,9 @@ ENTRIES: list[Entry] = [
     ),
     Entry(
         "freeze",
-        lambda lr: fo.chain(fo.freeze(_by_rank), fo.adam(lr)),
+        lambda lr: fo.chain(fo.freeze(_matrices), fo.adam(lr)),
         ("freeze",),
-        None,
+        lambda lr: optax.chain(optax.masked(optax.set_to_zero(), _matrices), optax.adam(lr)),
     ),
     Entry(
         "set_to_zero",
@@ -193,6 +209,7 @@ ENTRIES: list[Entry] = [
         ("lookahead", "LookaheadParams"),
         lambda lr: optax.lookahead(optax.adam(lr), sync_period=3, slow_step_size=0.5),
         wrap=_lookahead_params,
+        optax_wrap=optax.LookaheadParams.init_synced,
     ),
 ]
 
