@@ -92,7 +92,7 @@ TABLE = [
         funcopt.lars,
         optax.lars,
         dict(
-            learning_rate=0.5,
+            learning_rate=0.05,
             weight_decay=0.01,
             weight_decay_mask=_matrices,
             trust_ratio_mask=_matrices,
