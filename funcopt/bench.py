@@ -257,9 +257,18 @@ def _adam_impls(w: Workload, names: Sequence[str]) -> list[_Impl]:
     return impls
 
 
+def _import_torch() -> Any:
+    """torch, with OpenMP threads that sleep instead of spinning between calls (a spinning
+    pool steals the cores from whichever implementation runs next)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    return torch
+
+
 def _torch_adam(name: str, shapes: Sequence[tuple[int, ...]], lr: float) -> _Impl | None:
     try:
-        import torch
+        torch = _import_torch()
     except ImportError:
         return None
     rng = np.random.default_rng(0)
@@ -367,7 +376,7 @@ def _torch_train(
     lr: float,
 ) -> _Impl | None:
     try:
-        import torch
+        torch = _import_torch()
     except ImportError:
         return None
     leaves = [
@@ -468,7 +477,9 @@ def run(
         for r in range(rounds):
             if progress is not None:
                 progress.update(task, description=f"{w.name}: round {r + 1}/{rounds}")
-            for impl in built:  # interleaved: A B C … A B C …
+            # Interleaved (A B C … A B C …), rotating who goes first, so that no
+            # implementation always follows the same neighbour (e.g. torch's threads).
+            for impl in built[r % len(built) :] + built[: r % len(built)]:
                 for _ in range(reps):
                     t0 = time.perf_counter()
                     impl.step()

@@ -327,11 +327,12 @@ def make_packed_train_step(
                 f"(elementwise={flat}); build it with packed_init(tx, packed)"
             )
         if flat:
-
-            def flat_loss(buffers: tuple[jax.Array, ...]) -> Any:
-                return loss_fn(unpack(Packed(buffers, layout)), *batch)
-
-            value, grads = jax.value_and_grad(flat_loss, has_aux=has_aux)(params.buffers)
+            # The barriers keep the slicing and the concatenation out of the model's own
+            # fusions: fused into a matmul's operands or output they turn XLA:CPU's
+            # library matmul into a slow loop (measured: 5× on an MLP step).
+            tree = jax.lax.optimization_barrier(unpack(params))
+            value, g_tree = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)
+            grads = pack(jax.lax.optimization_barrier(g_tree), layout).buffers
             updates, opt_state = tx.update(grads, opt_state, params.buffers)
             new = Packed(tuple(apply_updates(params.buffers, updates)), layout)
         else:
