@@ -390,6 +390,12 @@ def chain(*transforms: Any) -> GradientTransformation:
 
     The state is the tuple of the members' states. Members may be funcopt or optax
     transforms (anything with ``init`` and ``update``).
+
+    ``init`` rejects integer and boolean leaves (:func:`check_float_leaves`).
+    ``update`` first compares the state's tree and leaf shapes with
+    ``jax.eval_shape(init, params)`` (once per input signature, at trace time) and
+    raises :class:`StructureError` at the first difference, so a state from another
+    optimizer or configuration never reaches the members.
     """
     for i, tx in enumerate(transforms):
         if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
