@@ -630,7 +630,7 @@ def _unzip(treedef: Any, tuples: list[tuple], n: int) -> tuple:
 
 def _decay_rate_pow(step: jax.Array, exponent: Any = 0.8) -> jax.Array:
     """Adafactor's increasing decay ``1 − (t + 1)^(−exponent)`` at step ``t`` (from 0)."""
-    t = (step + 1).astype(jnp.float32)
+    t = safe_increment(step).astype(jnp.float32)  # saturates instead of wrapping
     return 1.0 - t ** -jnp.asarray(exponent, jnp.float32)
 
 

@@ -258,3 +258,12 @@ def test_trust_ratio_needs_params():
     tx = funcopt.scale_by_trust_ratio()
     with pytest.raises(ValueError, match="parameters"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+def test_factored_rms_decay_saturates_at_the_top_count():
+    """Adafactor's decay reads count + 1: it must saturate at 2³¹ − 1, not wrap negative."""
+    tx = funcopt.scale_by_factored_rms(min_dim_size_to_factor=3)
+    g = jnp.asarray(GRADS[0], jnp.float32)
+    state = tx.init(g)._replace(count=jnp.asarray(np.iinfo(np.int32).max, jnp.int32))
+    out, state = tx.update(g, state)
+    assert np.all(np.isfinite(np.asarray(out))) and int(state.count) == np.iinfo(np.int32).max
