@@ -88,6 +88,25 @@ def _stateless(leaf: Any, *, needs_params: str = "") -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+def _moment(state_type: Any, leaf: Any, fill: float = 0.0) -> GradientTransformation:
+    """A transform keeping one buffer ``s`` per leaf: ``s ← leaf(g, s)``, output ``s``.
+
+    ``state_type`` is a one-field ``NamedTuple``; ``s_0`` is ``fill``; the output is ``s``
+    in the update's dtype.
+    """
+    (field,) = state_type._fields
+
+    def init(params: Params) -> Any:
+        return state_type(zeros_like(params, fill=fill))
+
+    def update(updates: Updates, state: Any, params: Params | None = None) -> tuple[Updates, Any]:
+        del params
+        new = tree_map(leaf, updates, state[0], names=("updates", f"state.{field}"))
+        return jax.tree.map(lambda g, s: s.astype(g.dtype), updates, new), state_type(new)
+
+    return GradientTransformation(init, update)
+
+
 # ---- element-wise maps ----------------------------------------------------------------
 
 
@@ -299,23 +318,9 @@ def running_max() -> GradientTransformation:
 
     Reference: Reddi et al., On the Convergence of Adam and Beyond, 2018.
     """
-
-    def init(params: Params) -> RunningMaxState:
-        return RunningMaxState(max=zeros_like(params))
-
-    def update(
-        updates: Updates, state: RunningMaxState, params: Params | None = None
-    ) -> tuple[Updates, RunningMaxState]:
-        del params
-        new = tree_map(
-            lambda g, mx: store(jnp.maximum(mx.astype(g.dtype), g), mx.dtype),
-            updates,
-            state.max,
-            names=("updates", "state.max"),
-        )
-        return jax.tree.map(lambda g, mx: mx.astype(g.dtype), updates, new), RunningMaxState(new)
-
-    return GradientTransformation(init, update)
+    return _moment(
+        RunningMaxState, lambda g, mx: store(jnp.maximum(mx.astype(g.dtype), g), mx.dtype)
+    )
 
 
 class InfinityMomentState(NamedTuple):
@@ -341,23 +346,12 @@ def infinity_moment(decay: float = 0.999, eps: float = 1e-8) -> GradientTransfor
     check_decay("decay", decay)
     check_nonnegative("eps", eps)
 
-    def init(params: Params) -> InfinityMomentState:
-        return InfinityMomentState(nu=zeros_like(params))
+    def leaf(g: jax.Array, u: jax.Array) -> jax.Array:
+        x = up(g)
+        new = jnp.maximum(jnp.abs(x) + coef(eps, x), coef(decay, x) * u.astype(x.dtype))
+        return store(new, u.dtype)
 
-    def update(
-        updates: Updates, state: InfinityMomentState, params: Params | None = None
-    ) -> tuple[Updates, InfinityMomentState]:
-        del params
-
-        def leaf(g: jax.Array, u: jax.Array) -> jax.Array:
-            x = up(g)
-            new = jnp.maximum(jnp.abs(x) + coef(eps, x), coef(decay, x) * u.astype(x.dtype))
-            return store(new, u.dtype)
-
-        nu = tree_map(leaf, updates, state.nu, names=("updates", "state.nu"))
-        return jax.tree.map(lambda g, u: u.astype(g.dtype), updates, nu), InfinityMomentState(nu)
-
-    return GradientTransformation(init, update)
+    return _moment(InfinityMomentState, leaf)
 
 
 class BeliefMomentState(NamedTuple):
@@ -440,23 +434,12 @@ def yogi_moment(
     check_decay("decay", decay)
     check_nonnegative("initial_accumulator_value", initial_accumulator_value)
 
-    def init(params: Params) -> YogiMomentState:
-        return YogiMomentState(v=zeros_like(params, fill=initial_accumulator_value))
+    def leaf(g: jax.Array, v: jax.Array) -> jax.Array:
+        g2 = jnp.square(up(g))
+        v_ = v.astype(g2.dtype)
+        return store(v_ - coef(1 - decay, g2) * jnp.sign(v_ - g2) * g2, v.dtype)
 
-    def update(
-        updates: Updates, state: YogiMomentState, params: Params | None = None
-    ) -> tuple[Updates, YogiMomentState]:
-        del params
-
-        def leaf(g: jax.Array, v: jax.Array) -> jax.Array:
-            g2 = jnp.square(up(g))
-            v_ = v.astype(g2.dtype)
-            return store(v_ - coef(1 - decay, g2) * jnp.sign(v_ - g2) * g2, v.dtype)
-
-        v = tree_map(leaf, updates, state.v, names=("updates", "state.v"))
-        return jax.tree.map(lambda g, v: v.astype(g.dtype), updates, v), YogiMomentState(v)
-
-    return GradientTransformation(init, update)
+    return _moment(YogiMomentState, leaf, fill=initial_accumulator_value)
 
 
 class SumOfSquaresState(NamedTuple):
@@ -476,22 +459,10 @@ def sum_of_squares(initial_accumulator_value: float = 0.1) -> GradientTransforma
     """
     check_nonnegative("initial_accumulator_value", initial_accumulator_value)
 
-    def init(params: Params) -> SumOfSquaresState:
-        return SumOfSquaresState(zeros_like(params, fill=initial_accumulator_value))
+    def leaf(g: jax.Array, s: jax.Array) -> jax.Array:
+        return store(jnp.square(up(g)) + s.astype(up(g).dtype), s.dtype)
 
-    def update(
-        updates: Updates, state: SumOfSquaresState, params: Params | None = None
-    ) -> tuple[Updates, SumOfSquaresState]:
-        del params
-        s = tree_map(
-            lambda g, s: store(jnp.square(up(g)) + s.astype(up(g).dtype), s.dtype),
-            updates,
-            state.sum_of_squares,
-            names=("updates", "state.sum_of_squares"),
-        )
-        return jax.tree.map(lambda g, s: s.astype(g.dtype), updates, s), SumOfSquaresState(s)
-
-    return GradientTransformation(init, update)
+    return _moment(SumOfSquaresState, leaf, fill=initial_accumulator_value)
 
 
 class DeltaRmsState(NamedTuple):
