@@ -209,15 +209,17 @@ def test_muon_matches_optax_contrib(name, kwargs, steps):
 # ---- torch.optim, float64 ----------------------------------------------------------------
 
 
+_wavy_grads_jit = jax.jit(wavy_grads)  # one compilation shared by every torch case
+
+
 def _torch_run(make_opt, params, steps):
     """``steps`` torch.optim steps on the same gradients as :func:`wavy_grads`."""
     leaves, treedef = jax.tree.flatten(params)
     tensors = [torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=True) for x in leaves]
     opt = make_opt(tensors)
-    grad_fn = jax.jit(wavy_grads)
     for step in range(steps):
         current = treedef.unflatten([jnp.asarray(t.detach().numpy()) for t in tensors])
-        grads = jax.tree.leaves(grad_fn(current, jnp.asarray(step, jnp.int32)))
+        grads = jax.tree.leaves(_wavy_grads_jit(current, jnp.asarray(step, jnp.int32)))
         for t, g in zip(tensors, grads, strict=True):
             t.grad = torch.from_numpy(np.array(g, dtype=np.float64))
         opt.step()
