@@ -19,25 +19,9 @@ import optax
 import pytest
 import torch
 from optax import contrib
-from oracle import assert_rel_close, random_params, run
+from oracle import assert_rel_close, quadratic_grads, random_params, run
 
 import funcopt
-
-
-def wavy_grads(params, step):
-    """Like ``oracle.quadratic_grads`` but with deterministic noise ``sin(0.7 t + 1.3 i + k)``.
-
-    Every coordinate's gradient still changes sign and size, but there is no PRNG to
-    compile: threefry makes each 1000-step scan take seconds to compile, this does not.
-    """
-    leaves, treedef = jax.tree.flatten(params)
-    out = []
-    for k, p in enumerate(leaves):
-        index = jnp.arange(p.size, dtype=p.dtype).reshape(p.shape)
-        phase = jnp.asarray(0.7, p.dtype) * step.astype(p.dtype) + jnp.asarray(1.3, p.dtype) * index
-        noise = jnp.sin(phase + jnp.asarray(k, p.dtype))
-        out.append(jnp.asarray(0.5 + k, p.dtype) * (p - jnp.asarray(0.3, p.dtype)) + noise)
-    return treedef.unflatten(out)
 
 
 def _matrices(params):
@@ -133,8 +117,8 @@ IDS = [row[0] for row in TABLE]
 @pytest.mark.parametrize(("name", "ours", "theirs", "kwargs"), TABLE, ids=IDS)
 def test_matches_optax_float32(name, ours, theirs, kwargs):
     params = random_params(0)
-    got, _ = run(ours(**kwargs), params, 1000, funcopt.apply_updates, wavy_grads)
-    want, _ = run(theirs(**kwargs), params, 1000, optax.apply_updates, wavy_grads)
+    got, _ = run(ours(**kwargs), params, 1000, funcopt.apply_updates)
+    want, _ = run(theirs(**kwargs), params, 1000, optax.apply_updates)
     assert_rel_close(got, want, 1e-5)
 
 
@@ -142,10 +126,10 @@ def test_schedule_free_eval_params_match_optax():
     kwargs = dict(learning_rate=0.01, warmup_steps=50)
     params = random_params(0)
     got, got_state = run(
-        funcopt.schedule_free_adamw(**kwargs), params, 300, funcopt.apply_updates, wavy_grads
+        funcopt.schedule_free_adamw(**kwargs), params, 300, funcopt.apply_updates, quadratic_grads
     )
     want, want_state = run(
-        contrib.schedule_free_adamw(**kwargs), params, 300, optax.apply_updates, wavy_grads
+        contrib.schedule_free_adamw(**kwargs), params, 300, optax.apply_updates, quadratic_grads
     )
     assert_rel_close(
         funcopt.schedule_free_eval_params(got_state, got),
@@ -196,30 +180,48 @@ MUON = [
 @pytest.mark.parametrize(("name", "kwargs", "steps"), MUON, ids=[m[0] for m in MUON])
 def test_muon_matches_optax_contrib(name, kwargs, steps):
     params = random_params(0)
-    got, _ = run(funcopt.muon(**kwargs), params, 200, funcopt.apply_updates, wavy_grads)
-    want, _ = run(contrib.muon(**kwargs), params, 200, optax.apply_updates, wavy_grads)
+    got, _ = run(funcopt.muon(**kwargs), params, 200, funcopt.apply_updates)
+    want, _ = run(contrib.muon(**kwargs), params, 200, optax.apply_updates)
     assert_rel_close(got, want, 1e-5)
     with jax.enable_x64(True):
         params = random_params(0, jnp.float64)
-        got, _ = run(funcopt.muon(**kwargs), params, steps, funcopt.apply_updates, wavy_grads)
-        want, _ = run(contrib.muon(**kwargs), params, steps, optax.apply_updates, wavy_grads)
+        got, _ = run(funcopt.muon(**kwargs), params, steps, funcopt.apply_updates)
+        want, _ = run(contrib.muon(**kwargs), params, steps, optax.apply_updates)
         assert_rel_close(got, want, 1e-8)
 
 
 # ---- torch.optim, float64 ----------------------------------------------------------------
 
 
-_wavy_grads_jit = jax.jit(wavy_grads)  # one compilation shared by every torch case
+# The oracle's gradients evaluate their oscillation in float32: an eager call and the same
+# code fused into a scan may differ in the last bit. So the float64 comparisons with torch
+# and with hand-written equations drive funcopt step by step too, every side taking its
+# gradients from this one compiled function.
+_quadratic_grads_jit = jax.jit(quadratic_grads)
+
+
+def _drive(tx, params, steps):
+    """``steps`` jitted funcopt updates, gradients from :data:`_quadratic_grads_jit`."""
+
+    @jax.jit
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return funcopt.apply_updates(p, u), s
+
+    state = tx.init(params)
+    for k in range(steps):
+        params, state = step(params, state, _quadratic_grads_jit(params, jnp.asarray(k, jnp.int32)))
+    return params
 
 
 def _torch_run(make_opt, params, steps):
-    """``steps`` torch.optim steps on the same gradients as :func:`wavy_grads`."""
+    """``steps`` torch.optim steps on the gradients of ``oracle.quadratic_grads``."""
     leaves, treedef = jax.tree.flatten(params)
     tensors = [torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=True) for x in leaves]
     opt = make_opt(tensors)
     for step in range(steps):
         current = treedef.unflatten([jnp.asarray(t.detach().numpy()) for t in tensors])
-        grads = jax.tree.leaves(_wavy_grads_jit(current, jnp.asarray(step, jnp.int32)))
+        grads = jax.tree.leaves(_quadratic_grads_jit(current, jnp.asarray(step, jnp.int32)))
         for t, g in zip(tensors, grads, strict=True):
             t.grad = torch.from_numpy(np.array(g, dtype=np.float64))
         opt.step()
@@ -293,7 +295,7 @@ TORCH_TABLE = [
 )
 def test_matches_torch_float64(name, ours, theirs, x64):
     params = random_params(0, jnp.float64)
-    got, _ = run(ours(), params, 200, funcopt.apply_updates, wavy_grads)
+    got = _drive(ours(), params, 200)
     want = _torch_run(theirs, params, 200)
     assert_rel_close(got, want, 1e-10)
 
@@ -305,13 +307,14 @@ def test_yogi_matches_paper_with_zero_initial_momentum(x64):
     """Zaheer et al. (2018), Algorithm 2 with m₀ = 0, v₀ = 10⁻⁶, both bias-corrected as optax."""
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-3
     params = random_params(0, jnp.float64)
-    got, _ = run(funcopt.yogi(lr, b1, b2, eps), params, 50, funcopt.apply_updates, wavy_grads)
+    got = _drive(funcopt.yogi(lr, b1, b2, eps), params, 50)
     theta = [np.asarray(x) for x in jax.tree.leaves(params)]
     treedef = jax.tree.structure(params)
     m = [np.zeros_like(x) for x in theta]
     v = [np.full_like(x, 1e-6) for x in theta]
     for t in range(1, 51):
-        grads = jax.tree.leaves(wavy_grads(treedef.unflatten(theta), jnp.asarray(t - 1)))
+        current = treedef.unflatten([jnp.asarray(x) for x in theta])
+        grads = jax.tree.leaves(_quadratic_grads_jit(current, jnp.asarray(t - 1, jnp.int32)))
         for i, g in enumerate(np.asarray(x) for x in grads):
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = v[i] - (1 - b2) * np.sign(v[i] - g * g) * g * g
@@ -324,13 +327,14 @@ def test_adadelta_without_learning_rate_is_zeilers_method(x64):
     """Zeiler (2012), Algorithm 1: no learning rate (η = 1); optax's None would fail."""
     rho, eps = 0.95, 1e-6
     params = random_params(1, jnp.float64)
-    got, _ = run(funcopt.adadelta(rho=rho, eps=eps), params, 50, funcopt.apply_updates, wavy_grads)
+    got = _drive(funcopt.adadelta(rho=rho, eps=eps), params, 50)
     theta = [np.asarray(x) for x in jax.tree.leaves(params)]
     treedef = jax.tree.structure(params)
     eg = [np.zeros_like(x) for x in theta]
     ex = [np.zeros_like(x) for x in theta]
     for t in range(50):
-        grads = jax.tree.leaves(wavy_grads(treedef.unflatten(theta), jnp.asarray(t)))
+        current = treedef.unflatten([jnp.asarray(x) for x in theta])
+        grads = jax.tree.leaves(_quadratic_grads_jit(current, jnp.asarray(t, jnp.int32)))
         for i, g in enumerate(np.asarray(x) for x in grads):
             eg[i] = rho * eg[i] + (1 - rho) * g * g
             dx = -np.sqrt(ex[i] + eps) / np.sqrt(eg[i] + eps) * g
