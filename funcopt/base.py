@@ -34,7 +34,9 @@ __all__ = [
     "Updates",
     "apply_updates",
     "chain",
+    "check_decays",
     "check_float_leaves",
+    "check_nonnegatives",
     "check_state",
     "identity",
     "safe_increment",
@@ -167,7 +169,25 @@ def check_decay(name: str, value: Any) -> None:
 
 
 def check_nonnegative(name: str, value: Any) -> None:
+    """A step size, ε or weight decay must be ``≥ 0``."""
     check_range(name, value, 0.0)
+
+
+def check_decays(**values: Any) -> None:
+    """:func:`check_decay` for each keyword, under the caller's argument name.
+
+    An optimizer calls ``check_decays(b1=b1, b2=b2)`` before composing primitives, so a
+    bad ``b1`` is reported as ``b1=…`` rather than as the primitive's ``decay=…``.
+    ``None`` (an optional momentum switched off) is skipped.
+    """
+    for name, value in values.items():
+        check_decay(name, value)
+
+
+def check_nonnegatives(**values: Any) -> None:
+    """:func:`check_nonnegative` for each keyword, under the caller's argument name."""
+    for name, value in values.items():
+        check_nonnegative(name, value)
 
 
 # --------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from funcopt.base import (
     safe_increment,
     tree_map,
 )
-from funcopt.primitives import _check_params, coef, store, up
+from funcopt.primitives import coef, require_params, store, up
 
 __all__ = [
     "AdaptiveGradClipState",
@@ -276,7 +276,7 @@ def adaptive_grad_clip(
     def update(
         updates: Updates, state: AdaptiveGradClipState, params: Params | None = None
     ) -> tuple[Updates, AdaptiveGradClipState]:
-        params = _check_params("adaptive_grad_clip", params)
+        params = require_params("adaptive_grad_clip", params)
 
         def leaf(g: jax.Array, p: jax.Array) -> jax.Array:
             x = up(g)
@@ -355,7 +355,7 @@ def keep_params_nonnegative() -> GradientTransformation:
     def update(
         updates: Updates, state: NonNegativeParamsState, params: Params | None = None
     ) -> tuple[Updates, NonNegativeParamsState]:
-        params = _check_params("keep_params_nonnegative", params)
+        params = require_params("keep_params_nonnegative", params)
 
         def leaf(u: jax.Array, p: jax.Array) -> jax.Array:
             x, theta = up(u), up(jnp.asarray(p))

@@ -23,6 +23,7 @@ from funcopt.base import (
     cached_factory,
     chain,
     check_decay,
+    check_decays,
     check_nonnegative,
     check_range,
     safe_increment,
@@ -37,7 +38,7 @@ from funcopt.primitives import (
     store,
     up,
 )
-from funcopt.transforms import _stateless
+from funcopt.transforms import stateless
 
 __all__ = [
     "ScheduleFreeState",
@@ -144,7 +145,7 @@ def scale_by_orthogonalization(
         o = orthogonalize_via_newton_schulz(x, coeffs, ns_steps, preconditioning, eps)
         return store(jnp.sum(x * o) * o if adaptive else o, g.dtype)
 
-    return _stateless(leaf)
+    return stateless(leaf)
 
 
 @cached_factory
@@ -166,7 +167,7 @@ def scale_by_shape(consistent_rms: float | None = None) -> GradientTransformatio
             factor = max(n_in, n_out) ** 0.5 * consistent_rms
         return store(up(g) * factor, g.dtype)
 
-    return _stateless(leaf)
+    return stateless(leaf)
 
 
 @cached_factory
@@ -186,6 +187,7 @@ def scale_by_muon(
     $$ u_t = O(\hat m_t), \qquad \hat m_t = \beta \tfrac{m_t}{1-\beta^{t+1}} +
        (1-\beta)\tfrac{g_t}{1-\beta^t}\ \text{(Nesterov) or } \tfrac{m_t}{1-\beta^t} $$
     """
+    check_decays(beta=beta)
     return chain(
         _debiased_momentum(beta, mu_dtype, nesterov=nesterov),  # m̂
         scale_by_orthogonalization(ns_coeffs, ns_steps, eps, preconditioning, adaptive),  # O(m̂)
@@ -239,6 +241,7 @@ def muon(
     Reference: Jordan et al., Muon: An optimizer for hidden layers, 2024;
     Liu et al., Muon is Scalable for LLM Training, 2025.
     """
+    check_decays(beta=beta, adam_b1=adam_b1, adam_b2=adam_b2)
     matrices = chain(
         scale_by_muon(
             ns_coeffs,
@@ -318,6 +321,7 @@ def schedule_free(
 
     Reference: Defazio et al., The Road Less Scheduled, 2024.
     """
+    check_decays(b1=b1)
     check_decay("b1", b1)
     check_nonnegative("weight_lr_power", weight_lr_power)
 
@@ -429,6 +433,7 @@ def schedule_free_adamw(
         >>> state = tx.init(params)
         >>> x = funcopt.schedule_free_eval_params(state, params)
     """
+    check_decays(b1=b1, b2=b2)
     lr = _warmup(learning_rate, warmup_steps)
     base = chain(
         scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),  # g / (sqrt(v̂) + ε)
@@ -449,6 +454,7 @@ def schedule_free_sgd(
 ) -> GradientTransformation:
     r"""Schedule-free SGD: :func:`schedule_free` around $\Delta_t = -\gamma_t (g_t + \lambda
     y_t)$. Equal to ``optax.contrib.schedule_free_sgd``."""
+    check_decays(b1=b1)
     lr = _warmup(learning_rate, warmup_steps)
     decay = add_decayed_weights(weight_decay) if weight_decay is not None else None
     base = scale_by_learning_rate(lr) if decay is None else chain(decay, scale_by_learning_rate(lr))

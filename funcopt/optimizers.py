@@ -12,7 +12,14 @@ from typing import Any
 import jax.numpy as jnp
 
 from funcopt import clipping, wrappers
-from funcopt.base import GradientTransformation, ScalarOrSchedule, cached_factory, chain, identity
+from funcopt.base import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    cached_factory,
+    chain,
+    check_decays,
+    identity,
+)
 from funcopt.primitives import (
     Mask,
     add_decayed_weights,
@@ -93,6 +100,7 @@ def gdm(learning_rate: ScalarOrSchedule, momentum: float = 0.0) -> GradientTrans
         >>> tx = funcopt.gdm(learning_rate=3.0, momentum=0.9)
         >>> state = tx.init({"w": jnp.zeros(2)})
     """
+    check_decays(momentum=momentum)
     return chain(
         scale_by_momentum(momentum, damped=True),  # m = β m + (1 − β) g
         scale_by_learning_rate(learning_rate),  # θ ← θ − η m
@@ -113,6 +121,7 @@ def sgd(
     (with ``nesterov``: $\theta_{t+1} = \theta_t - \eta (\beta m_t + g_t)$). Equal to
     ``optax.sgd`` and to ``torch.optim.SGD(momentum=β, nesterov=...)``.
     """
+    check_decays(momentum=momentum)
     return chain(
         scale_by_momentum(momentum, damped=False, nesterov=nesterov, moment_dtype=accumulator_dtype)
         if momentum is not None
@@ -143,6 +152,7 @@ def rmsprop(
     deviation instead, and ``momentum`` adds a heavy-ball trace after the learning
     rate (as optax does). Equal to ``optax.rmsprop`` with the same arguments.
     """
+    check_decays(momentum=momentum)
     precondition = (scale_by_stddev if centered else scale_by_rms)(
         decay,
         eps,
@@ -177,6 +187,7 @@ def scale_by_adam(
     ``numerator`` that is ``scale_by_momentum`` followed by ``bias_correction``. See
     ``docs/design.md`` for why a plain chain of the two is not Adam.
     """
+    check_decays(b1=b1, b2=b2)
     first_moment = chain(
         scale_by_momentum(b1, damped=True, moment_dtype=mu_dtype),  # m = β₁ m + (1 − β₁) g
         bias_correction(b1),  # m̂ = m / (1 − β₁ᵗ)
@@ -226,6 +237,7 @@ def adam(
         >>> funcopt.apply_updates(params, updates)["w"]
         Array([ 0.9, -1.9], dtype=float32)
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype),  # m̂ / (sqrt(v̂) + ε)
         scale_by_learning_rate(learning_rate),  # θ ← θ − η ·
@@ -252,6 +264,7 @@ def adamw(
     ``1/sqrt(v̂)`` as an L2 term in the loss would be. ``mask`` selects the leaves that
     decay (see :func:`add_decayed_weights`).
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype),  # m̂ / (sqrt(v̂) + ε)
         add_decayed_weights(weight_decay, mask),  # + λ θ
@@ -301,6 +314,7 @@ def scale_by_nadam(
 
     Equal to ``optax.scale_by_adam(..., nesterov=True)``.
     """
+    check_decays(b1=b1, b2=b2)
     return scale_by_rms(
         b2,
         eps,
@@ -333,6 +347,7 @@ def nadam(
         >>> import jax.numpy as jnp, funcopt
         >>> state = funcopt.nadam(1e-3).init({"w": jnp.zeros(3)})
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_nadam(b1, b2, eps, eps_root, mu_dtype), scale_by_learning_rate(learning_rate)
     )
@@ -356,6 +371,7 @@ def nadamw(
     Equal to ``optax.nadamw`` and to ``torch.optim.NAdam(decoupled_weight_decay=True)``
     up to torch's β₁ schedule (see :func:`nadam`).
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_nadam(b1, b2, eps, eps_root, mu_dtype),
         add_decayed_weights(weight_decay, mask),  # + λ θ
@@ -385,6 +401,7 @@ def amsgrad(
     composition with :func:`running_max` and :func:`bias_correction` swapped.
     ``bias_correction_mu`` / ``_nu`` turn off either correction. Equal to optax.amsgrad.
     """
+    check_decays(b1=b1, b2=b2)
     numerator = chain(
         scale_by_momentum(b1, damped=True, moment_dtype=mu_dtype),  # m
         bias_correction(b1) if bias_correction_mu else identity(),  # m̂
@@ -408,6 +425,7 @@ def scale_by_adamax(
 
     $$ u_t = \frac{\hat m_t}{\max(|g_t| + \epsilon, \beta_2 u_{t-1})} $$
     """
+    check_decays(b1=b1, b2=b2)
     return divide(infinity_moment(b2, eps), _debiased_momentum(b1), sqrt=False)
 
 
@@ -422,6 +440,7 @@ def adamax(
 
     Equal to ``optax.adamax`` and ``torch.optim.Adamax``.
     """
+    check_decays(b1=b1, b2=b2)
     return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
@@ -436,6 +455,7 @@ def adamaxw(
 ) -> GradientTransformation:
     r"""Adamax with decoupled weight decay: $\theta \leftarrow \theta - \eta(\text{adamax} +
     \lambda\theta)$. Equal to ``optax.adamaxw``."""
+    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_adamax(b1, b2, eps),
         add_decayed_weights(weight_decay, mask),
@@ -482,6 +502,7 @@ def adadelta(
     default is 1.0). Weight decay is added to the gradient first, as in optax and torch.
     Equal to ``optax.adadelta`` and ``torch.optim.Adadelta``.
     """
+    check_decays(rho=rho)
     return chain(
         add_decayed_weights(weight_decay, weight_decay_mask),  # g + λ θ
         divide(chain(square(), scale_by_momentum(rho)), eps_root=eps),  # g / sqrt(v + ε)
@@ -508,6 +529,7 @@ def adabelief(
     ``nesterov`` uses NAdam's numerator. Equal to ``optax.adabelief``; the state keeps
     ``m`` twice (numerator and :func:`belief_moment`), the price of composing.
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         divide(
             chain(belief_moment(b1, b2, eps_root), bias_correction(b2)),  # ŝ
@@ -539,6 +561,7 @@ def radam(
     bias correction (equal for ε = 0). The state keeps ``m`` twice (adaptive step and
     fallback), the price of a composable rectification.
     """
+    check_decays(b1=b1, b2=b2)
     adaptive = (scale_by_nadam if nesterov else scale_by_adam)(b1, b2, eps, eps_root)
     return chain(
         rectify(adaptive, _debiased_momentum(b1, nesterov=nesterov), b2, threshold),
@@ -559,6 +582,7 @@ def yogi(
     paper's Algorithm 2 (optax starts ``m`` at 10⁻⁶ too, so its first steps differ by
     about 10⁻⁵ relative; the trajectories agree to ~10⁻⁶ after a few hundred steps).
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         divide(
             chain(yogi_moment(b2, 1e-6), bias_correction(b2)),  # v̂
@@ -586,6 +610,7 @@ def lion(
 
     Equal to ``optax.lion``.
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         lion_momentum(b1, b2, mu_dtype),
         scale_by_sign(),
@@ -612,6 +637,7 @@ def signum(
 
     Equal to ``optax.signum``.
     """
+    check_decays(beta=beta)
     return chain(
         scale_by_momentum(beta, damped=True, moment_dtype=accumulator_dtype),
         scale_by_sign(),
@@ -636,6 +662,7 @@ def lamb(
 
     Equal to ``optax.lamb``.
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root),
         add_decayed_weights(weight_decay, mask),
@@ -664,6 +691,7 @@ def lars(
     The masks (``True``: every leaf) select the leaves that decay and that are
     rescaled. Equal to ``optax.lars``.
     """
+    check_decays(momentum=momentum)
     return chain(
         _masked(add_decayed_weights(weight_decay), weight_decay_mask),
         _masked(
@@ -709,6 +737,7 @@ def novograd(
 
     with one ``ν`` per leaf. Equal to ``optax.novograd``.
     """
+    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_layerwise_rms(b2, eps, eps_root),  # g / (sqrt(ν) + ε)
         add_decayed_weights(weight_decay),  # + λ θ
@@ -741,6 +770,7 @@ def adafactor(
     then optional momentum and weight decay; each stage is skipped when its argument is
     ``None`` / ``False``. Equal to ``optax.adafactor``.
     """
+    check_decays(momentum=momentum)
     return chain(
         scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps),
         clipping.clip_by_block_rms(clipping_threshold)

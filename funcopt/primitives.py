@@ -27,6 +27,7 @@ from funcopt.base import (
     Updates,
     cached_factory,
     check_decay,
+    check_float_leaves,
     check_nonnegative,
     compute_dtype,
     identity,
@@ -96,13 +97,11 @@ def second_moment_zeros(params: Params, dtype: Any, fill: Any = 0.0) -> Updates:
     a bfloat16 ulp (2⁻⁹), so stored in bfloat16 it could never decay; by default it is
     kept in float32 for low-precision parameters.
     """
-    return jax.tree.map(
-        lambda x: jnp.full(jnp.shape(x), fill, dtype or compute_dtype(jnp.result_type(x))),
-        params,
-    )
+    return zeros_like(params, dtype or compute_dtype, fill)
 
 
-def _check_params(name: str, params: Params | None) -> Params:
+def require_params(name: str, params: Params | None) -> Params:
+    """``params``, or a ``ValueError`` saying that transform ``name`` needs them."""
     if params is None:
         raise ValueError(f"{name} needs the current parameters: call update(grads, state, params)")
     return params
@@ -201,7 +200,7 @@ def bias_correction(decay: float) -> GradientTransformation:
     check_decay("decay", decay)
 
     def init(params: Params) -> BiasCorrectionState:
-        del params
+        check_float_leaves(params)
         return BiasCorrectionState(count=new_count())
 
     def update(
@@ -373,7 +372,7 @@ def scale(step_size: Any) -> GradientTransformation:
     r"""Multiply by a constant: $u_t = s\, g_t$."""
 
     def init(params: Params) -> EmptyState:
-        del params
+        check_float_leaves(params)
         return EmptyState()
 
     def update(
@@ -417,7 +416,7 @@ def scale_by_learning_rate(
     sign = -1 if flip_sign else 1
 
     def init(params: Params) -> ScaleByLearningRateState:
-        del params
+        check_float_leaves(params)
         return ScaleByLearningRateState(count=new_count())
 
     def update(
@@ -439,7 +438,8 @@ Mask = Any
 """A pytree of bools with the parameters' structure, or a function of params to one."""
 
 
-def _resolve_mask(mask: Mask, params: Params) -> Any:
+def resolve_mask(mask: Mask, params: Params) -> Any:
+    """The mask as a pytree of bools: ``mask(params)`` if it is a function."""
     return mask(params) if callable(mask) else mask
 
 
@@ -461,13 +461,13 @@ def add_decayed_weights(
     check_nonnegative("weight_decay", weight_decay)
 
     def init(params: Params) -> AddDecayedWeightsState:
-        del params
+        check_float_leaves(params)
         return AddDecayedWeightsState()
 
     def update(
         updates: Updates, state: AddDecayedWeightsState, params: Params | None = None
     ) -> tuple[Updates, AddDecayedWeightsState]:
-        params = _check_params("add_decayed_weights", params)
+        params = require_params("add_decayed_weights", params)
 
         def leaf(g: jax.Array, p: jax.Array) -> jax.Array:
             x = up(g)
@@ -476,7 +476,7 @@ def add_decayed_weights(
         decayed = tree_map(leaf, updates, params, names=("updates", "params"))
         if mask is None:
             return decayed, state
-        keep = _resolve_mask(mask, params)
+        keep = resolve_mask(mask, params)
         out = tree_map(
             lambda d, g, k: d if k else g,
             decayed,

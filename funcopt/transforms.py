@@ -36,7 +36,7 @@ from funcopt.base import (
     tree_map,
     zeros_like,
 )
-from funcopt.primitives import _check_params, coef, debias, ema, store, up
+from funcopt.primitives import coef, debias, ema, require_params, store, up
 
 __all__ = [
     "BeliefMomentState",
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 
-def _stateless(leaf: Any, *, needs_params: str = "") -> GradientTransformation:
+def stateless(leaf: Any, *, needs_params: str = "") -> GradientTransformation:
     """A transform with no state applying ``leaf(g)`` (or ``leaf(g, θ)``) to each leaf."""
 
     def init(params: Params) -> EmptyState:
@@ -82,7 +82,7 @@ def _stateless(leaf: Any, *, needs_params: str = "") -> GradientTransformation:
     ) -> tuple[Updates, EmptyState]:
         if not needs_params:
             return jax.tree.map(leaf, updates), state
-        params = _check_params(needs_params, params)
+        params = require_params(needs_params, params)
         return tree_map(leaf, updates, params, names=("updates", "params")), state
 
     return GradientTransformation(init, update)
@@ -117,7 +117,7 @@ def square() -> GradientTransformation:
     The head of a second moment: ``chain(square(), scale_by_momentum(β₂))`` is Adam's
     ``v``, ready to feed :func:`divide` as its ``denominator``.
     """
-    return _stateless(lambda g: store(jnp.square(up(g)), g.dtype))
+    return stateless(lambda g: store(jnp.square(up(g)), g.dtype))
 
 
 @cached_factory
@@ -132,7 +132,7 @@ def scale_by_sign() -> GradientTransformation:
 
     Reference: Bernstein et al., signSGD, 2018.
     """
-    return _stateless(jnp.sign)
+    return stateless(jnp.sign)
 
 
 # ---- the combinator: one transform over the root of another --------------------------
@@ -707,7 +707,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
         rms = jnp.sqrt(jnp.mean(jnp.square(p.astype(x.dtype))))
         return store(x * jnp.where(rms <= coef(min_scale, x), coef(min_scale, x), rms), g.dtype)
 
-    return _stateless(leaf, needs_params="scale_by_param_block_rms")
+    return stateless(leaf, needs_params="scale_by_param_block_rms")
 
 
 # ---- layer-wise trust ratio -----------------------------------------------------------
@@ -744,7 +744,7 @@ def scale_by_trust_ratio(
         zero = jnp.logical_or(p_norm == 0, g_norm == 0)
         return store(x * jnp.where(zero, jnp.ones_like(ratio), ratio), g.dtype)
 
-    return _stateless(leaf, needs_params="scale_by_trust_ratio")
+    return stateless(leaf, needs_params="scale_by_trust_ratio")
 
 
 # ---- rectification --------------------------------------------------------------------

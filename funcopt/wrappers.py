@@ -35,10 +35,10 @@ from funcopt.base import (
     safe_increment,
     tree_map,
 )
-from funcopt.primitives import Mask, _resolve_mask
+from funcopt.primitives import Mask, resolve_mask
 from funcopt.stepping import *  # noqa: F403
 from funcopt.stepping import _check_transform
-from funcopt.transforms import _stateless
+from funcopt.transforms import stateless
 
 __all__ = [
     *stepping.__all__,
@@ -107,7 +107,7 @@ class MaskedState(NamedTuple):
 
 def _keep_tree(mask: Mask, tree: Any) -> Any:
     """The mask (resolved against ``tree``) with Python bools at its leaves."""
-    return jax.tree.map(bool, _resolve_mask(mask, tree))
+    return jax.tree.map(bool, resolve_mask(mask, tree))
 
 
 def _hide(tree: Any, keep: Any) -> Any:
@@ -161,7 +161,7 @@ def masked(inner: Any, mask: Mask) -> GradientTransformation:
 @cached_factory
 def set_to_zero() -> GradientTransformation:
     r"""Map every update to zero, $u = 0$, keeping shapes and dtypes (freezes parameters)."""
-    return _stateless(jnp.zeros_like)
+    return stateless(jnp.zeros_like)
 
 
 @cached_factory

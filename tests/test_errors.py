@@ -154,14 +154,30 @@ def test_hyperparameter_out_of_range(case):
         assert re.search(rf"\b{name}\b", msg), msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="optimizers.py validates b1 through scale_by_momentum, whose message says "
-    "'decay': the optimizers should check their own argument names first",
+OPTIMIZER_ARGUMENTS = [
+    (funcopt.adam, "b1"),
+    (funcopt.adamw, "b2"),
+    (funcopt.nadam, "b1"),
+    (funcopt.amsgrad, "b2"),
+    (funcopt.lion, "b2"),
+    (funcopt.radam, "b1"),
+    (funcopt.signum, "beta"),
+    (funcopt.lars, "momentum"),
+    (funcopt.sgd, "momentum"),
+    (funcopt.gdm, "momentum"),
+    (funcopt.adadelta, "rho"),
+    (funcopt.muon, "beta"),
+    (funcopt.schedule_free_adamw, "b1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "arg"), OPTIMIZER_ARGUMENTS, ids=lambda x: getattr(x, "__name__", x)
 )
-def test_optimizer_errors_use_the_optimizers_names():
-    with pytest.raises(HyperParameterError, match=r"\bb1\b"):
-        funcopt.adam(0.1, b1=1.5)
+def test_optimizer_errors_use_the_optimizers_names(make, arg):
+    """The message names the optimizer's own argument, not the primitive's ``decay``."""
+    with pytest.raises(HyperParameterError, match=rf"\b{arg}=1.5\b"):
+        make(0.1, **{arg: 1.5})
 
 
 def test_traced_hyperparameters_under_jit_and_vmap():
@@ -193,15 +209,7 @@ BOOL_PARAMS = {"w": jnp.ones((3, 2)), "flag": jnp.array(True)}
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=registry.ids(ENTRIES))
-def test_integer_and_boolean_leaves_rejected(entry, request):
-    if entry.name == "gd":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="gd is scale_by_learning_rate alone, whose init does not look at the "
-                "params: primitives' stateless inits should call base.check_float_leaves",
-            )
-        )
+def test_integer_and_boolean_leaves_rejected(entry):
     tx = entry.build(registry.LR)
     with pytest.raises(TypeError, match=r"\['n'\]\[1\] has dtype int32"):
         tx.init(entry.params(INT_PARAMS))

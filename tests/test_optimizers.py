@@ -499,13 +499,16 @@ def test_a_bfloat16_second_moment_cannot_decay():
     ("make", "arg", "value"),
     [
         (lambda: funcopt.adam(-1.0), "learning_rate", "-1.0"),
-        (lambda: funcopt.adam(1e-3, b1=1.0), "decay", "1.0"),
-        (lambda: funcopt.adam(1e-3, b2=-0.1), "decay", "-0.1"),
+        (lambda: funcopt.adam(1e-3, b1=1.0), "b1", "1.0"),
+        (lambda: funcopt.adam(1e-3, b2=-0.1), "b2", "-0.1"),
         (lambda: funcopt.adam(1e-3, eps=-1e-8), "eps", "-1e-08"),
-        (lambda: funcopt.gdm(0.1, momentum=1.5), "decay", "1.5"),
+        (lambda: funcopt.gdm(0.1, momentum=1.5), "momentum", "1.5"),
         (lambda: funcopt.rmsprop(0.1, decay=2.0), "decay", "2.0"),
         (lambda: funcopt.adamw(0.1, weight_decay=-1.0), "weight_decay", "-1.0"),
         (lambda: funcopt.sgd(float("nan")), "learning_rate", "nan"),
+        (lambda: funcopt.sgd(0.1, momentum=-0.5), "momentum", "-0.5"),
+        (lambda: funcopt.rmsprop(0.1, momentum=1.0), "momentum", "1.0"),
+        (lambda: funcopt.adamw(0.1, b1=1.2), "b1", "1.2"),
     ],
 )
 def test_bad_hyperparameters_raise_naming_argument_and_value(make, arg, value):

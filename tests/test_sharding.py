@@ -170,15 +170,6 @@ def test_step_keeps_sharding_without_gathers_and_zero_layout(child_output):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("how", ["eager", "jit"])
-def test_init_state_takes_the_params_sharding(child_output, name, how, request):
-    if name != "sgd-nesterov":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="primitives.second_moment_zeros builds v with jnp.full, which drops "
-                "the sharding: it should call base.zeros_like(params, dtype or "
-                "compute_dtype, fill)",
-            )
-        )
+def test_init_state_takes_the_params_sharding(child_output, name, how):
     line = next(x for x in child_output.splitlines() if x.startswith("FOLLOWERS"))
     assert f"{name}:{how}" in line.split()[1:], line
