@@ -1,10 +1,11 @@
-"""Packed parameters and optimizer state: one contiguous buffer per dtype.
+"""Packed parameters and optimizer state: contiguous buffers instead of many leaves.
 
 A jitted step over a pytree pays a fixed cost per leaf at the jit boundary (each donated
 or returned buffer is a few microseconds), and its compile time grows with the number of
 leaves. For a model with a thousand small leaves that overhead, not the arithmetic, is
 the step time (``docs/performance.md``). Packing removes it: the parameters (and the
-optimizer state) live in one 1-D buffer per dtype, and the pytree your loss function sees
+optimizer state) live in one 1-D buffer per dtype (large leaves, which pay no such
+overhead, keep a flat buffer each), and the pytree your loss function sees
 is recovered *inside* jit as static slices of those buffers, which XLA fuses away::
 
     packed = funcopt.pack(params)                 # flat buffers + static layout
@@ -74,7 +75,7 @@ class Layout(NamedTuple):
     Attributes:
         treedef: the pytree structure.
         slots: one :class:`Slot` per leaf, in ``jax.tree.leaves`` order.
-        dtypes: the dtype name of each buffer.
+        dtypes: the dtype name of each buffer (a dtype repeats for large leaves).
         sizes: the number of elements of each buffer.
     """
 
@@ -84,34 +85,48 @@ class Layout(NamedTuple):
     sizes: tuple[int, ...]
 
 
-def layout_of(tree: Any) -> Layout:
-    """The layout :func:`pack` uses for ``tree``: leaves grouped by dtype, in tree order."""
+SOLO_SIZE = 1 << 16
+"""Leaves with at least this many elements keep a buffer of their own (see :func:`pack`)."""
+
+
+def layout_of(tree: Any, *, solo_size: int | None = SOLO_SIZE) -> Layout:
+    """The layout :func:`pack` uses for ``tree``.
+
+    Leaves smaller than ``solo_size`` elements are grouped by dtype, in tree order, one
+    buffer per dtype; each leaf of ``solo_size`` elements or more gets a buffer of its
+    own (``None``: every leaf is grouped).
+    """
     leaves, treedef = jax.tree.flatten(tree)
     dtypes: list[str] = []
     sizes: list[int] = []
+    shared: dict[str, int] = {}
     slots = []
     for leaf in leaves:
         dtype = jnp.dtype(jnp.result_type(leaf)).name
-        if dtype not in dtypes:
+        shape = tuple(int(d) for d in jnp.shape(leaf))
+        size = int(np.prod(shape, dtype=np.int64))
+        solo = solo_size is not None and size >= solo_size
+        if solo or dtype not in shared:
             dtypes.append(dtype)
             sizes.append(0)
-        b = dtypes.index(dtype)
-        shape = tuple(int(d) for d in jnp.shape(leaf))
+            if not solo:
+                shared[dtype] = len(dtypes) - 1
+        b = len(dtypes) - 1 if solo else shared[dtype]
         slots.append(Slot(b, sizes[b], shape))
-        sizes[b] += int(np.prod(shape, dtype=np.int64))
+        sizes[b] += size
     return Layout(treedef, tuple(slots), tuple(dtypes), tuple(sizes))
 
 
 @dataclasses.dataclass(frozen=True)
 class Packed:
-    """A pytree stored as one 1-D buffer per dtype.
+    """A pytree stored as a few 1-D buffers (small leaves grouped by dtype).
 
     Only ``buffers`` are pytree leaves (what jit donates and returns); ``layout`` is
     static. A frozen dataclass rather than a NamedTuple, because a NamedTuple's fields
     would all be pytree children.
 
     Attributes:
-        buffers: one 1-D array per dtype, in ``layout.dtypes`` order.
+        buffers: 1-D arrays, in ``layout.dtypes`` order.
         layout: the :class:`Layout` to recover the tree with :func:`unpack`.
     """
 
@@ -127,15 +142,22 @@ class Packed:
 jax.tree_util.register_dataclass(Packed, data_fields=["buffers"], meta_fields=["layout"])
 
 
-def pack(tree: Any, layout: Layout | None = None) -> Packed:
-    """Concatenate a pytree's leaves into one 1-D buffer per dtype.
+def pack(tree: Any, layout: Layout | None = None, *, solo_size: int | None = SOLO_SIZE) -> Packed:
+    """Concatenate a pytree's small leaves into one 1-D buffer per dtype.
 
-    Works eagerly and under jit (where it is one concatenate per dtype). ``layout``
-    defaults to :func:`layout_of` ``(tree)``; pass one to pack a tree of the same
-    structure into a known layout. Every buffer is freshly allocated, so the result
-    can be donated.
+    Leaves of ``solo_size`` elements or more (default 65 536) are kept as buffers of
+    their own, flattened: for them the per-leaf cost at the jit boundary is negligible
+    next to their arithmetic, while gathering them costs a copy per step (on XLA:CPU a
+    concatenate of large operands runs at a sixth of copy bandwidth, which made a
+    fully packed MLP step twice as slow as the tree step; ``docs/performance.md``).
+    ``solo_size=None`` packs every leaf.
+
+    Works eagerly and under jit (where it is one concatenate per shared buffer).
+    ``layout`` defaults to :func:`layout_of` ``(tree, solo_size=solo_size)``; pass one to
+    pack a tree of the same structure into a known layout. Every buffer is freshly
+    allocated, so the result can be donated.
     """
-    layout = layout_of(tree) if layout is None else layout
+    layout = layout_of(tree, solo_size=solo_size) if layout is None else layout
     leaves = layout.treedef.flatten_up_to(tree)
     groups: list[list[jax.Array]] = [[] for _ in layout.dtypes]
     for leaf, slot in zip(leaves, layout.slots, strict=True):

@@ -24,24 +24,14 @@ ELEMENTWISE = {
 }
 
 
-def _optional(name: str, *args, **kwargs):
-    def make():
-        factory = getattr(funcopt, name, None)
-        if factory is None:
-            pytest.skip(f"funcopt.{name} does not exist yet")
-        return factory(*args, **kwargs)
-
-    return make
-
-
 PER_LEAF = {
     "adamw-masked": lambda: funcopt.adamw(
         1e-2, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
     ),
     "optax-lamb": lambda: optax.lamb(1e-2),
-    "lamb": _optional("lamb", 1e-2),
-    "adafactor": _optional("adafactor", 1e-2),
-    "muon": _optional("muon", 1e-2),
+    "lamb": lambda: funcopt.lamb(1e-2),
+    "adafactor": lambda: funcopt.adafactor(1e-2),
+    "muon": lambda: funcopt.muon(1e-2),
 }
 
 
@@ -94,15 +84,32 @@ def _steps(step, params, state, n=6):
     return params, state, losses
 
 
-@pytest.mark.parametrize("name", [*ELEMENTWISE, *PER_LEAF])
-def test_packed_train_step_equals_tree_train_step(name):
+def test_large_leaves_keep_a_buffer_of_their_own():
+    """With solo_size=20 the (7, 5) and (2, 3, 4) leaves of each dtype stand alone."""
+    packed = funcopt.pack(MIXED, solo_size=20)
+    big = sorted(s.buffer for s in packed.layout.slots if np.prod(s.shape) >= 20)
+    assert len(big) == len(set(big)) == 4  # two per dtype, each its own buffer
+    assert len(packed.buffers) == 6  # + one shared buffer per dtype
+    assert packed.layout.dtypes.count("float32") == 3
+    assert all(packed.layout.sizes[b] in (35, 24) for b in big)
+    for a, b in zip(jax.tree.leaves(funcopt.unpack(packed)), jax.tree.leaves(MIXED), strict=True):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    assert len(funcopt.pack(MIXED, solo_size=None).buffers) == 2
+
+
+CASES = [(name, None) for name in [*ELEMENTWISE, *PER_LEAF]]
+CASES += [(name, 20) for name in ["adam", "adam-bf16-mu", "rmsprop-centered-momentum", "lamb"]]
+
+
+@pytest.mark.parametrize(("name", "solo_size"), CASES)
+def test_packed_train_step_equals_tree_train_step(name, solo_size):
     make = {**ELEMENTWISE, **PER_LEAF}[name]
     tx = make()
     # The reference is not donated: it must not depend on what is under test here.
     tree_p, _, tree_losses = _steps(
         funcopt.make_train_step(loss_fn, tx, donate=False), copy(MIXED), tx.init(MIXED)
     )
-    packed = funcopt.pack(MIXED)
+    packed = funcopt.pack(MIXED, solo_size=solo_size)
     packed_p, _, packed_losses = _steps(
         funcopt.make_packed_train_step(loss_fn, tx), packed, funcopt.packed_init(tx, packed)
     )
