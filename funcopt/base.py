@@ -372,7 +372,19 @@ def compute_dtype(dtype: Any) -> Any:
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
-    """``count + 1``, saturating at the dtype's largest value instead of wrapping."""
+    """``count + 1``, saturating at the dtype's largest value instead of wrapping.
+
+    Args:
+        count: an integer array (typically a transform's int32 step count); each
+            element is incremented unless it already holds the dtype's maximum.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> funcopt.safe_increment(jnp.array(3, jnp.int32))
+        Array(4, dtype=int32)
+        >>> funcopt.safe_increment(jnp.array(2**31 - 1, jnp.int32))  # saturates, no wrap
+        Array(2147483647, dtype=int32)
+    """
     count = jnp.asarray(count)
     top = jnp.iinfo(count.dtype).max
     return jnp.where(count < top, count + 1, count)
@@ -389,7 +401,14 @@ def new_count() -> jax.Array:
 
 @cached_factory
 def identity() -> GradientTransformation:
-    """The transform that returns its input unchanged: ``u = g``."""
+    """The transform that returns its input unchanged: ``u = g``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.identity()
+        >>> tx.update(jnp.array([1.0, -2.0]), tx.init(jnp.zeros(2)))
+        (Array([ 1., -2.], dtype=float32), EmptyState())
+    """
 
     def init(params: Params) -> OptState:
         del params
@@ -416,6 +435,17 @@ def chain(*transforms: Any) -> GradientTransformation:
     ``jax.eval_shape(init, params)`` (once per input signature, at trace time) and
     raises :class:`StructureError` at the first difference, so a state from another
     optimizer or configuration never reaches the members.
+
+    Args:
+        *transforms: the gradient transformations to apply, first to last (none gives
+            the identity).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.chain(funcopt.scale(2.0), funcopt.scale_by_learning_rate(0.1))
+        >>> u, state = tx.update(jnp.array([1.0, -3.0]), tx.init(jnp.zeros(2)))
+        >>> u, len(state)  # −0.1 · (2 · g), one state per member
+        (Array([-0.2,  0.6], dtype=float32), 2)
     """
     for i, tx in enumerate(transforms):
         if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
@@ -476,6 +506,18 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     The sum is formed in the wider of the two dtypes, then cast back to the
     parameter's dtype (a bfloat16 parameter stays bfloat16). ``None`` leaves stay
     ``None``.
+
+    Args:
+        params: the parameters θ, a pytree of arrays.
+        updates: the steps ``u``, a pytree with the parameters' structure and shapes
+            (e.g. from ``tx.update``, already scaled and sign-flipped).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, 2.0]), "b": None}
+        >>> updates = {"w": jnp.array([0.5, -1.0]), "b": None}
+        >>> funcopt.apply_updates(params, updates)
+        {'b': None, 'w': Array([1.5, 1. ], dtype=float32)}
     """
 
     def add(p: Any, u: Any) -> Any:

@@ -72,6 +72,10 @@ def global_norm(updates: Any) -> jax.Array:
     Computed in at least float32 (the widest leaf's precision), 0 for a tree with no
     leaves, and differentiable everywhere (its gradient at the zero tree is 0).
 
+    Args:
+        updates: a pytree of arrays (``None`` leaves are skipped; a complex leaf
+            contributes ``|g|²``).
+
     Example:
         >>> import jax.numpy as jnp, funcopt
         >>> funcopt.global_norm({"a": jnp.array([3.0]), "b": jnp.array(4.0), "c": None})

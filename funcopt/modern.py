@@ -22,7 +22,6 @@ from funcopt.base import (
     Updates,
     cached_factory,
     chain,
-    check_decay,
     check_decays,
     check_nonnegative,
     check_range,
@@ -82,6 +81,26 @@ def orthogonalize_via_newton_schulz(
 
     ``ns_coeffs`` is one ``(a, b, c)`` used ``ns_steps`` times, or one triple per step.
     ``preconditioning`` picks the initial norm (``"frobenius"`` or ``"spectral"``).
+
+    Args:
+        x: the matrix ``G`` (2-D); a tall one is transposed for the iteration and back.
+        ns_coeffs: one ``(a, b, c)`` triple, or an ``(n, 3)`` array of per-step triples
+            (then all ``n`` are applied and ``ns_steps`` is ignored). The string presets
+            are resolved by :func:`scale_by_orthogonalization`, not here.
+        ns_steps: iterations ≥ 1 of a single triple.
+        preconditioning: ``"frobenius"`` or ``"spectral"``, the norm ``G`` is divided by.
+        eps: ε ≥ 0 added to that norm.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> g = jnp.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # singular values 3 and 1
+        >>> o = funcopt.orthogonalize_via_newton_schulz(g)
+        >>> o.shape, [round(s, 2) for s in jnp.linalg.svd(o, compute_uv=False).tolist()]
+        ((3, 2), [1.13, 0.75])
+        >>> o = funcopt.orthogonalize_via_newton_schulz(g, (1.5, -0.5, 0.0), ns_steps=20)
+        >>> (o.T @ o).round(2)  # the classic cubic iteration converges to orthogonal
+        Array([[1., 0.],
+               [0., 1.]], dtype=float32)
     """
     if x.ndim != 2:
         raise ValueError(f"orthogonalize_via_newton_schulz needs a matrix, got shape {x.shape}")
@@ -115,6 +134,8 @@ def scale_by_orthogonalization(
     $$ u_t = O(g_t), \qquad \text{or, with ``adaptive``,}\quad
        u_t = \langle g_t, O(g_t)\rangle\, O(g_t) $$
 
+    Every leaf must be a matrix (see :func:`orthogonalize_via_newton_schulz`).
+
     Args:
         ns_coeffs: ``(a, b, c)`` or a tuple of one triple per step, or ``"standard"`` /
             ``"dion"``.
@@ -123,6 +144,15 @@ def scale_by_orthogonalization(
         preconditioning: ``"frobenius"`` or ``"spectral"`` (optax's ``"aol"`` and
             ``"schatten"`` are not provided).
         adaptive: scale by the dual norm ``⟨g, O(g)⟩`` (Pethick et al., 2024).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> g = {"w": jnp.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])}
+        >>> tx = funcopt.scale_by_orthogonalization("dion")
+        >>> tx.update(g, tx.init(g))[0]["w"].round(1)  # singular values 3, 1 → 1, 1
+        Array([[1., 0.],
+               [0., 1.],
+               [0., 0.]], dtype=float32)
     """
     coeffs = _NS_PRESETS[ns_coeffs] if isinstance(ns_coeffs, str) else ns_coeffs
     shape = jnp.shape(jnp.asarray(coeffs))
@@ -155,7 +185,21 @@ def scale_by_shape(consistent_rms: float | None = None) -> GradientTransformatio
     $$ u_t = \sqrt{\max(1, n_{out}/n_{in})}\; g_t \quad\text{or, with ``consistent_rms``
        } r:\quad u_t = r \sqrt{\max(n_{in}, n_{out})}\; g_t $$
 
-    (the second gives updates of RMS ``r``, matching AdamW's, Liu et al. 2025).
+    (the second gives updates of RMS ``r``, matching AdamW's, Liu et al. 2025). Every
+    leaf must be a matrix.
+
+    Args:
+        consistent_rms: the target RMS ``r`` ≥ 0, or ``None`` for the first scaling.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> g = jnp.ones((2, 8))
+        >>> tx = funcopt.scale_by_shape()
+        >>> tx.update(g, tx.init(g))[0][0, 0]  # √(8 / 2)
+        Array(2., dtype=float32)
+        >>> tx = funcopt.scale_by_shape(consistent_rms=0.25)
+        >>> tx.update(g, tx.init(g))[0][0, 0]  # 0.25 · √8
+        Array(0.70710677, dtype=float32)
     """
     check_nonnegative("consistent_rms", consistent_rms if consistent_rms is not None else 0.0)
 
@@ -186,6 +230,25 @@ def scale_by_muon(
 
     $$ u_t = O(\hat m_t), \qquad \hat m_t = \beta \tfrac{m_t}{1-\beta^{t+1}} +
        (1-\beta)\tfrac{g_t}{1-\beta^t}\ \text{(Nesterov) or } \tfrac{m_t}{1-\beta^t} $$
+
+    Args:
+        ns_coeffs: Newton–Schulz coefficients, as in :func:`scale_by_orthogonalization`.
+        ns_steps: Newton–Schulz iterations ≥ 1.
+        beta: β in ``[0, 1)``, decay of the momentum ``m``.
+        eps: ε ≥ 0 added to the norm before the Newton–Schulz iteration.
+        mu_dtype: dtype ``m`` is stored in (default: the parameter's).
+        nesterov: use the Nesterov look-ahead ``m̂`` (see :func:`nesterov_momentum`).
+        adaptive: scale ``O(m̂)`` by ``⟨m̂, O(m̂)⟩``.
+        preconditioning: ``"frobenius"`` or ``"spectral"``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> g = jnp.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+        >>> tx = funcopt.scale_by_muon()
+        >>> u, state = tx.update(g, tx.init(g))
+        >>> # the first m̂ is a multiple of g, and O ignores the scale
+        >>> bool(jnp.allclose(u, funcopt.orthogonalize_via_newton_schulz(g), atol=1e-5))
+        True
     """
     check_decays(beta=beta)
     return chain(
@@ -233,10 +296,45 @@ def muon(
     Not provided: ``muon_weight_dimension_numbers`` (higher-rank weights) and the
     ``"aol"``/``"schatten"`` preconditionings.
 
+    Args:
+        learning_rate: η ≥ 0 of the matrices, a number or a schedule (also the other
+            leaves' rate unless ``adam_learning_rate`` is given).
+        ns_coeffs: Newton–Schulz coefficients, as in :func:`scale_by_orthogonalization`.
+        ns_steps: Newton–Schulz iterations ≥ 1.
+        beta: β in ``[0, 1)``, the matrices' momentum decay.
+        eps: ε ≥ 0 of the Newton–Schulz normalisation, and also the AdamW ε of the other
+            leaves.
+        weight_decay: λ ≥ 0 of the matrices; the decay is multiplied by η.
+        weight_decay_mask: which matrices decay: a function of the params returning a
+            pytree of bools (it sees the non-matrix leaves masked out); ``None`` decays
+            every matrix.
+        mu_dtype: dtype of the first moments, Muon's and AdamW's (default: the params').
+        nesterov: Nesterov look-ahead momentum for the matrices, and NAdamW rather than
+            AdamW for the other leaves.
+        adaptive: scale ``O(m̂)`` by ``⟨m̂, O(m̂)⟩`` (see :func:`scale_by_orthogonalization`).
+        preconditioning: ``"frobenius"`` or ``"spectral"``.
+        adam_b1: β₁ in ``[0, 1)`` of the AdamW on the other leaves.
+        adam_b2: β₂ in ``[0, 1)`` of the AdamW on the other leaves.
+        adam_eps_root: ε ≥ 0 inside the root of the AdamW on the other leaves.
+        adam_weight_decay: λ ≥ 0 of the AdamW on the other leaves (no mask: all of them).
+        adam_learning_rate: the other leaves' rate, a number or a schedule (default:
+            ``learning_rate``).
+        consistent_rms: ``None`` for the ``√max(1, n_out/n_in)`` scaling, or the target
+            update RMS ``r`` ≥ 0 (see :func:`scale_by_shape`).
+
     Example:
         >>> import jax.numpy as jnp, funcopt
         >>> tx = funcopt.muon(0.02)
-        >>> state = tx.init({"w": jnp.ones((4, 3)), "b": jnp.zeros(3)})
+        >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+        >>> state = tx.init(params)
+        >>> w_grad = jnp.array([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [0.0] * 3])
+        >>> grads = {"w": w_grad, "b": jnp.array([1.0, -1.0, 2.0])}
+        >>> u, state = tx.update(grads, state, params)
+        >>> # singular values 3, 2, 1 of the matrix's step, over −η, all pushed near 1
+        >>> [round(s, 2) for s in jnp.linalg.svd(u["w"] / -0.02, compute_uv=False).tolist()]
+        [1.12, 0.7, 0.68]
+        >>> [round(x, 4) for x in u["b"].tolist()]  # NAdamW's first step, ≈ −η · 1.47 sign(g)
+        [-0.0295, 0.0295, -0.0295]
 
     Reference: Jordan et al., Muon: An optimizer for hidden layers, 2024;
     Liu et al., Muon is Scalable for LLM Training, 2025.
@@ -315,14 +413,25 @@ def schedule_free(
     Args:
         base_optimizer: the transform that steps ``z`` (with its own learning rate).
         learning_rate: the rate γ whose running maximum weights the average.
-        b1: β in ``[0, 1)``, the interpolation between ``x`` and ``z``.
+        b1: β in ``(0, 1)``, the interpolation between ``x`` and ``z``.
         weight_lr_power: ``p`` ≥ 0.
         state_dtype: dtype of ``z`` (default: the parameters').
 
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.schedule_free(funcopt.sgd(0.5), 0.5, b1=0.5)
+        >>> y = jnp.array([1.0])
+        >>> state = tx.init(y)
+        >>> for _ in range(2):  # z: 1 → 0 → −1; x averages z_1, z_2; y = (x + z) / 2
+        ...     u, state = tx.update(jnp.array([2.0]), state, y)
+        ...     y = funcopt.apply_updates(y, u)
+        >>> y, state.z, funcopt.schedule_free_eval_params(state, y)
+        (Array([-0.75], dtype=float32), Array([-1.], dtype=float32), Array([-0.5], dtype=float32))
+
     Reference: Defazio et al., The Road Less Scheduled, 2024.
     """
-    check_decays(b1=b1)
-    check_decay("b1", b1)
+    # x is recovered from y and z by dividing by β: β = 0 would give 0 / 0.
+    check_range("b1", b1, 0.0, 1.0, low_inclusive=False)
     check_nonnegative("weight_lr_power", weight_lr_power)
 
     def init(params: Params) -> ScheduleFreeState:
@@ -382,6 +491,17 @@ def schedule_free_eval_params(state: OptState, params: Params) -> Params:
         state: a :class:`ScheduleFreeState`, or any state containing exactly one (e.g.
             the state of a chain).
         params: the current (interpolated) parameters ``y``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.chain(funcopt.clip(1.0), funcopt.schedule_free_sgd(0.1, b1=0.5))
+        >>> y = jnp.array([1.0, -2.0])
+        >>> state = tx.init(y)
+        >>> for _ in range(2):
+        ...     u, state = tx.update(jnp.array([4.0, -4.0]), state, y)  # clipped to ±1
+        ...     y = funcopt.apply_updates(y, u)
+        >>> [round(v, 4) for v in funcopt.schedule_free_eval_params(state, y).tolist()]
+        [0.85, -1.85]
     """
     found = [
         s
@@ -426,12 +546,29 @@ def schedule_free_adamw(
     from 0. Evaluate at :func:`schedule_free_eval_params`. Equal to
     ``optax.contrib.schedule_free_adamw``.
 
+    Args:
+        learning_rate: the peak γ ≥ 0.
+        warmup_steps: steps ≥ 0 of linear warm-up from 0 (``None``: none). 0 gives
+            γ = 0 throughout, as :func:`warmup_constant_schedule` does.
+        b1: β in ``(0, 1)``, the interpolation between ``x`` and ``z``.
+        b2: β₂ in ``[0, 1)``, decay of the second moment ``v``.
+        eps: ε ≥ 0 added outside the root.
+        weight_decay: λ ≥ 0, applied at ``y`` and multiplied by γ.
+        weight_lr_power: ``p`` ≥ 0 of the averaging weights (see :func:`schedule_free`).
+        state_dtype: dtype of ``z`` (default: the parameters').
+
     Example:
         >>> import jax.numpy as jnp, funcopt
         >>> tx = funcopt.schedule_free_adamw(1e-3, warmup_steps=100)
         >>> params = {"w": jnp.ones(3)}
         >>> state = tx.init(params)
         >>> x = funcopt.schedule_free_eval_params(state, params)
+        >>> x["w"]  # before any step x = y = z
+        Array([1., 1., 1.], dtype=float32)
+        >>> tx = funcopt.schedule_free_adamw(0.1)
+        >>> u, state = tx.update({"w": jnp.array([2.0, -4.0, 0.0])}, tx.init(params), params)
+        >>> [round(v, 4) for v in funcopt.apply_updates(params, u)["w"].tolist()]  # 1 − γ sign(g)
+        [0.9, 1.1, 1.0]
     """
     check_decays(b1=b1, b2=b2)
     lr = _warmup(learning_rate, warmup_steps)
@@ -453,7 +590,25 @@ def schedule_free_sgd(
     state_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Schedule-free SGD: :func:`schedule_free` around $\Delta_t = -\gamma_t (g_t + \lambda
-    y_t)$. Equal to ``optax.contrib.schedule_free_sgd``."""
+    y_t)$. Equal to ``optax.contrib.schedule_free_sgd``.
+
+    Args:
+        learning_rate: the peak γ ≥ 0.
+        warmup_steps: steps ≥ 0 of linear warm-up from 0 (``None``: none). 0 gives
+            γ = 0 throughout, as :func:`warmup_constant_schedule` does.
+        b1: β in ``(0, 1)``, the interpolation between ``x`` and ``z``.
+        weight_decay: λ ≥ 0, applied at ``y`` (``None``: no decay term at all).
+        weight_lr_power: ``p`` ≥ 0 of the averaging weights (see :func:`schedule_free`).
+        state_dtype: dtype of ``z`` (default: the parameters').
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.schedule_free_sgd(0.1, weight_decay=0.5)
+        >>> y = jnp.array([1.0, -2.0])
+        >>> u, state = tx.update(jnp.array([2.0, -4.0]), tx.init(y), y)
+        >>> [round(v, 4) for v in funcopt.apply_updates(y, u).tolist()]  # y − γ (g + λ y)
+        [0.75, -1.5]
+    """
     check_decays(b1=b1)
     lr = _warmup(learning_rate, warmup_steps)
     decay = add_decayed_weights(weight_decay) if weight_decay is not None else None

@@ -82,7 +82,21 @@ __all__ = [
 
 @cached_factory
 def gd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
-    r"""Plain gradient descent: $\theta_{t+1} = \theta_t - \eta\, g_t$."""
+    r"""Plain gradient descent: $\theta_{t+1} = \theta_t - \eta\, g_t$.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule (a function of the step count,
+            read from 0).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.gd(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η g
+        [0.8, -1.6]
+    """
     return scale_by_learning_rate(learning_rate)
 
 
@@ -95,10 +109,18 @@ def gdm(learning_rate: ScalarOrSchedule, momentum: float = 0.0) -> GradientTrans
     ``momentum=0`` is plain gradient descent. Note the ``1 − β`` damping: this is not
     the heavy-ball momentum of :func:`sgd`.
 
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        momentum: β in ``[0, 1)``, decay of the damped average ``m`` (``m_0 = 0``); 0 is
+            plain gradient descent.
+
     Example:
         >>> import jax.numpy as jnp, funcopt
         >>> tx = funcopt.gdm(learning_rate=3.0, momentum=0.9)
         >>> state = tx.init({"w": jnp.zeros(2)})
+        >>> updates, state = tx.update({"w": jnp.array([1.0, -2.0])}, state)
+        >>> [round(x, 4) for x in updates["w"].tolist()]  # −η (1 − β) g at the first step
+        [-0.3, 0.6]
     """
     check_decays(momentum=momentum)
     return chain(
@@ -120,6 +142,24 @@ def sgd(
 
     (with ``nesterov``: $\theta_{t+1} = \theta_t - \eta (\beta m_t + g_t)$). Equal to
     ``optax.sgd`` and to ``torch.optim.SGD(momentum=β, nesterov=...)``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        momentum: β in ``[0, 1)`` of the (undamped) heavy-ball trace ``m`` (``m_0 = 0``),
+            or ``None`` for no momentum and no momentum state.
+        nesterov: step along the look-ahead ``β m_t + g_t`` (ignored without momentum).
+        accumulator_dtype: dtype ``m`` is stored in (default: the parameter's).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.sgd(0.1, momentum=0.9)
+        >>> state = tx.init(params)
+        >>> for _ in range(2):  # m = g, then m = 0.9 g + g: θ moves by 0.1 · 2.9 g
+        ...     updates, state = tx.update({"w": jnp.array([1.0, -1.0])}, state)
+        ...     params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]
+        [0.71, -1.71]
     """
     check_decays(momentum=momentum)
     return chain(
@@ -151,6 +191,28 @@ def rmsprop(
     the root as ``torch.optim.RMSprop`` does. ``centered`` divides by the standard
     deviation instead, and ``momentum`` adds a heavy-ball trace after the learning
     rate (as optax does). Equal to ``optax.rmsprop`` with the same arguments.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        decay: β in ``[0, 1)``, decay of the average ``v`` of ``g²``.
+        eps: ε ≥ 0, inside the root unless ``eps_in_sqrt=False``.
+        initial_scale: ``v_0`` (0 as in optax and torch; 1 in some TensorFlow RMSProps).
+        eps_in_sqrt: ``g / sqrt(v + ε)`` (True, optax) or ``g / (sqrt(v) + ε)`` (False,
+            torch).
+        centered: divide by ``sqrt(v − m²)``, with ``m`` the average of ``g``, instead of
+            by ``sqrt(v)``.
+        momentum: β in ``[0, 1)`` of a heavy-ball trace of the scaled steps, or ``None``.
+        nesterov: use the Nesterov look-ahead of that trace.
+        bias_correction: divide ``v`` (and ``m`` when centered) by ``1 − βᵗ``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.rmsprop(0.1)  # first step: v = 0.1 g², so |Δθ| = 0.1 / sqrt(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params))
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]
+        [0.6838, -1.6838]
     """
     check_decays(momentum=momentum)
     precondition = (scale_by_stddev if centered else scale_by_rms)(
@@ -186,6 +248,21 @@ def scale_by_adam(
     Built as ``scale_by_rms`` (which measures ``v`` on the raw gradient) applied to a
     ``numerator`` that is ``scale_by_momentum`` followed by ``bias_correction``. See
     ``docs/design.md`` for why a plain chain of the two is not Adam.
+
+    Args:
+        b1: β₁ in ``[0, 1)``, decay of the first moment ``m``.
+        b2: β₂ in ``[0, 1)``, decay of the second moment ``v``.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root (helps when differentiating through Adam).
+        mu_dtype: dtype ``m`` is stored in (default: the parameter's).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_adam()
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params))
+        >>> [round(x, 4) for x in updates["w"].tolist()]  # m̂₁ = g, v̂₁ = g²: sign(g)
+        [1.0, -1.0]
     """
     check_decays(b1=b1, b2=b2)
     first_moment = chain(
@@ -234,7 +311,7 @@ def adam(
         >>> state = tx.init(params)
         >>> grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
         >>> updates, state = tx.update(grads, state, params)
-        >>> funcopt.apply_updates(params, updates)["w"]
+        >>> funcopt.apply_updates(params, updates)["w"].round(4)
         Array([ 0.9, -1.9], dtype=float32)
     """
     check_decays(b1=b1, b2=b2)
@@ -263,6 +340,26 @@ def adamw(
     The decay is added after Adam's preconditioner, so it is not rescaled by
     ``1/sqrt(v̂)`` as an L2 term in the loss would be. ``mask`` selects the leaves that
     decay (see :func:`add_decayed_weights`).
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the second moment.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root.
+        mu_dtype: dtype of the first moment (default: the parameter's).
+        weight_decay: λ ≥ 0; the decay is multiplied by η like the rest of the step.
+        mask: which leaves decay: a pytree of bools shaped like the params, or a function
+            of the params returning one; ``None`` decays every leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.adamw(0.1, weight_decay=0.5)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η (sign(g) + λ θ)
+        [0.85, -1.8]
     """
     check_decays(b1=b1, b2=b2)
     return chain(
@@ -295,8 +392,8 @@ def _second_moment(b2: float, debiased: bool = True) -> Any:
 
 
 def _masked(tx: Any, mask: Any) -> Any:
-    """``tx`` on the leaves selected by ``mask`` (``True``: all of them)."""
-    return tx if mask is True else wrappers.masked(tx, mask)
+    """``tx`` on the leaves selected by ``mask`` (``True`` or ``None``: all of them)."""
+    return tx if mask is True or mask is None else wrappers.masked(tx, mask)
 
 
 @cached_factory
@@ -313,6 +410,21 @@ def scale_by_nadam(
                   {\sqrt{\hat v_t + \epsilon_{root}} + \epsilon} $$
 
     Equal to ``optax.scale_by_adam(..., nesterov=True)``.
+
+    Args:
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the second moment.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root.
+        mu_dtype: dtype of the first moment (default: the parameter's).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_nadam()
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params))
+        >>> [round(x, 4) for x in updates["w"].tolist()]  # (0.9 / 1.9 + 1) · sign(g)
+        [1.4737, -1.4737]
     """
     check_decays(b1=b1, b2=b2)
     return scale_by_rms(
@@ -343,9 +455,24 @@ def nadam(
     Equal to ``optax.nadam``. ``torch.optim.NAdam`` differs: it decays β₁ over time
     (``momentum_decay``) and no setting gives a constant β₁.
 
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the second moment.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root.
+        mu_dtype: dtype of the first moment (default: the parameter's).
+
     Example:
         >>> import jax.numpy as jnp, funcopt
         >>> state = funcopt.nadam(1e-3).init({"w": jnp.zeros(3)})
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.nadam(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # first step 1.4737 η: see scale_by_nadam
+        [0.8526, -1.8526]
     """
     check_decays(b1=b1, b2=b2)
     return chain(
@@ -370,6 +497,26 @@ def nadamw(
 
     Equal to ``optax.nadamw`` and to ``torch.optim.NAdam(decoupled_weight_decay=True)``
     up to torch's β₁ schedule (see :func:`nadam`).
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the second moment.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root.
+        mu_dtype: dtype of the first moment (default: the parameter's).
+        weight_decay: λ ≥ 0; the decay is multiplied by η like the rest of the step.
+        mask: which leaves decay: a pytree of bools shaped like the params, or a function
+            of the params returning one; ``None`` decays every leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.nadamw(0.1, weight_decay=0.5)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − 0.1 (1.4737 sign(g) + 0.5 θ)
+        [0.8026, -1.7526]
     """
     check_decays(b1=b1, b2=b2)
     return chain(
@@ -400,6 +547,25 @@ def amsgrad(
     ``Adam(amsgrad=True)`` takes it over ``v`` and corrects afterwards, which is the same
     composition with :func:`running_max` and :func:`bias_correction` swapped.
     ``bias_correction_mu`` / ``_nu`` turn off either correction. Equal to optax.amsgrad.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the second moment.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root.
+        mu_dtype: dtype of the first moment (default: the parameter's).
+        bias_correction_mu: divide ``m`` by ``1 − β₁ᵗ``.
+        bias_correction_nu: divide ``v`` by ``1 − β₂ᵗ`` (before the running maximum).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.amsgrad(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # first step as Adam's: η sign(g)
+        [0.9, -1.9]
     """
     check_decays(b1=b1, b2=b2)
     numerator = chain(
@@ -424,6 +590,19 @@ def scale_by_adamax(
     r"""Adamax's direction: bias-corrected momentum over the decayed infinity norm.
 
     $$ u_t = \frac{\hat m_t}{\max(|g_t| + \epsilon, \beta_2 u_{t-1})} $$
+
+    Args:
+        b1: β₁ in ``[0, 1)``, decay of the (bias-corrected) first moment.
+        b2: β₂ in ``[0, 1)``, decay of the infinity norm ``u`` (``u_0 = 0``).
+        eps: ε ≥ 0 added to ``|g|`` inside the maximum, which keeps ``u`` positive.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_adamax()
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params))
+        >>> [round(x, 4) for x in updates["w"].tolist()]  # m̂₁ / u₁ = g / |g|
+        [1.0, -1.0]
     """
     check_decays(b1=b1, b2=b2)
     return divide(infinity_moment(b2, eps), _debiased_momentum(b1), sqrt=False)
@@ -439,6 +618,21 @@ def adamax(
        \theta_{t+1} = \theta_t - \eta\, \frac{m_t / (1-\beta_1^t)}{u_t} $$
 
     Equal to ``optax.adamax`` and ``torch.optim.Adamax``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the infinity norm ``u``.
+        eps: ε ≥ 0 added to ``|g|`` inside the maximum.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.adamax(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η sign(g) at the first step
+        [0.9, -1.9]
     """
     check_decays(b1=b1, b2=b2)
     return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
@@ -454,7 +648,26 @@ def adamaxw(
     mask: Mask | None = None,
 ) -> GradientTransformation:
     r"""Adamax with decoupled weight decay: $\theta \leftarrow \theta - \eta(\text{adamax} +
-    \lambda\theta)$. Equal to ``optax.adamaxw``."""
+    \lambda\theta)$. Equal to ``optax.adamaxw``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the infinity norm ``u``.
+        eps: ε ≥ 0 added to ``|g|`` inside the maximum.
+        weight_decay: λ ≥ 0; the decay is multiplied by η like the rest of the step.
+        mask: which leaves decay: a pytree of bools shaped like the params, or a function
+            of the params returning one; ``None`` decays every leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.adamaxw(0.1, weight_decay=0.5)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η (sign(g) + λ θ)
+        [0.85, -1.8]
+    """
     check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_adamax(b1, b2, eps),
@@ -477,6 +690,22 @@ def adagrad(
     Equal to ``optax.adagrad``, except that optax returns 0 where ``s_t = 0`` (only
     possible with a zero initial value) and funcopt returns ``0 / sqrt(ε)``, 0 too unless
     ε = 0. ``torch.optim.Adagrad`` puts ε outside the root (equal for ε = 0).
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        initial_accumulator_value: ``s_0`` ≥ 0.
+        eps: ε ≥ 0 added inside the root.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.adagrad(0.1, initial_accumulator_value=0.0)
+        >>> state = tx.init(params)
+        >>> for _ in range(2):  # s = g², then 2 g²: θ moves by 0.1 (1 + 1/√2) sign(g)
+        ...     updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, state)
+        ...     params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]
+        [0.8293, -1.8293]
     """
     return chain(
         divide(sum_of_squares(initial_accumulator_value), eps_root=eps),  # g / sqrt(s + ε)
@@ -501,6 +730,22 @@ def adadelta(
     ``learning_rate=None`` means η = 1, Zeiler's method (optax's ``None`` fails; torch's
     default is 1.0). Weight decay is added to the gradient first, as in optax and torch.
     Equal to ``optax.adadelta`` and ``torch.optim.Adadelta``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule; ``None`` means η = 1.
+        rho: ρ in ``[0, 1)``, decay of both averages ``v`` and ``x``.
+        eps: ε ≥ 0 added inside both roots.
+        weight_decay: λ ≥ 0 of an L2 term ``λ θ`` added to the gradient before scaling.
+        weight_decay_mask: which leaves decay: a pytree of bools shaped like the params,
+            or a function of the params returning one; ``None`` decays every leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.adadelta()  # x₀ = 0: the first step is about sqrt(ε / (1 − ρ))
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> [round(x, 6) for x in updates["w"].tolist()]
+        [-0.003162, 0.003162]
     """
     check_decays(rho=rho)
     return chain(
@@ -528,6 +773,23 @@ def adabelief(
 
     ``nesterov`` uses NAdam's numerator. Equal to ``optax.adabelief``; the state keeps
     ``m`` twice (numerator and :func:`belief_moment`), the price of composing.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment ``m``.
+        b2: β₂ in ``[0, 1)``, decay of the belief ``s``.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added to ``s`` at every step (it accumulates, as in the paper).
+        nesterov: use NAdam's look-ahead numerator (keyword only).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.adabelief(0.1)  # ŝ₁ = (g − m₁)² = (0.9 g)²
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η sign(g) / 0.9
+        [0.8889, -1.8889]
     """
     check_decays(b1=b1, b2=b2)
     return chain(
@@ -560,6 +822,25 @@ def radam(
     Equal to ``optax.radam``. ``torch.optim.RAdam`` adds ε to ``sqrt(v)`` before the
     bias correction (equal for ε = 0). The state keeps ``m`` twice (adaptive step and
     fallback), the price of a composable rectification.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the second moment; it also sets ``ρ_t``.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root.
+        threshold: smallest ``ρ_t`` that takes the adaptive step (5 as optax, 4 in the
+            paper); below it the step is the bias-corrected momentum ``m̂``.
+        nesterov: use NAdam's look-ahead numerator in both branches (keyword only).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.radam(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # ρ₁ = 1 < 5: θ − η m̂₁ = θ − η g
+        [0.8, -1.6]
     """
     check_decays(b1=b1, b2=b2)
     adaptive = (scale_by_nadam if nesterov else scale_by_adam)(b1, b2, eps, eps_root)
@@ -581,6 +862,21 @@ def yogi(
     with ``v₀ = 10⁻⁶``. Deliberate difference from ``optax.yogi``: ``m₀ = 0`` as in the
     paper's Algorithm 2 (optax starts ``m`` at 10⁻⁶ too, so its first steps differ by
     about 10⁻⁵ relative; the trajectories agree to ~10⁻⁶ after a few hundred steps).
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, rate of the additive second moment ``v``.
+        eps: ε ≥ 0 added outside the root (larger than Adam's by default).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.yogi(0.1)  # ε = 10⁻³ and v₀ = 10⁻⁶ show at 10⁻⁴
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # about Adam's θ − η sign(g)
+        [0.9001, -1.9]
     """
     check_decays(b1=b1, b2=b2)
     return chain(
@@ -609,6 +905,24 @@ def lion(
        \theta_{t+1} = \theta_t - \eta (u_t + \lambda \theta_t) $$
 
     Equal to ``optax.lion``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, the interpolation rate of the signed direction.
+        b2: β₂ in ``[0, 1)``, the decay of the tracked momentum ``m``.
+        mu_dtype: dtype ``m`` is stored in (default: the parameter's).
+        weight_decay: λ ≥ 0; the decay is multiplied by η like the signed step.
+        mask: which leaves decay: a pytree of bools shaped like the params, or a function
+            of the params returning one; ``None`` decays every leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.lion(0.1, weight_decay=0.5)
+        >>> updates, state = tx.update({"w": jnp.array([0.001, -50.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η (sign(g) + λ θ)
+        [0.85, -1.8]
     """
     check_decays(b1=b1, b2=b2)
     return chain(
@@ -622,7 +936,20 @@ def lion(
 @cached_factory
 def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     r"""signSGD (Bernstein et al., 2018): $\theta_{t+1} = \theta_t - \eta\,
-    \operatorname{sign}(g_t)$. Equal to ``optax.sign_sgd``."""
+    \operatorname{sign}(g_t)$. Equal to ``optax.sign_sgd``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.sign_sgd(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([0.001, -50.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # each coordinate moves by exactly η
+        [0.9, -1.9]
+    """
     return chain(scale_by_sign(), scale_by_learning_rate(learning_rate))
 
 
@@ -636,6 +963,22 @@ def signum(
        \operatorname{sign}(m_t) $$
 
     Equal to ``optax.signum``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        beta: β in ``[0, 1)``, decay of the damped momentum ``m`` (``m_0 = 0``).
+        accumulator_dtype: dtype ``m`` is stored in (default: the parameter's).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.signum(0.1)
+        >>> state = tx.init(params)
+        >>> for g in ([1.0, -1.0], [-0.5, 0.5]):  # m₂ = 0.09 − 0.05 keeps the sign of g₁
+        ...     updates, state = tx.update({"w": jnp.array(g)}, state)
+        ...     params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]
+        [0.8, -1.8]
     """
     check_decays(beta=beta)
     return chain(
@@ -661,6 +1004,24 @@ def lamb(
        \theta_{t+1} = \theta_t - \eta\, \frac{\lVert\theta_t\rVert}{\lVert r_t\rVert} r_t $$
 
     Equal to ``optax.lamb``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the first moment.
+        b2: β₂ in ``[0, 1)``, decay of the second moment.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root.
+        weight_decay: λ ≥ 0, added to Adam's direction before the trust ratio.
+        mask: which leaves decay: a pytree of bools shaped like the params, or a function
+            of the params returning one; ``None`` decays every leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([3.0, -4.0])}
+        >>> tx = funcopt.lamb(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([1.0, -1.0])}, tx.init(params), params)
+        >>> round(float(jnp.linalg.norm(updates["w"])), 4)  # each leaf's step is η ‖θ‖
+        0.5
     """
     check_decays(b1=b1, b2=b2)
     return chain(
@@ -690,6 +1051,26 @@ def lars(
 
     The masks (``True``: every leaf) select the leaves that decay and that are
     rescaled. Equal to ``optax.lars``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        weight_decay: λ ≥ 0 of the ``λ θ`` added to the gradient before the trust ratio.
+        weight_decay_mask: which leaves decay: ``True`` or ``None`` (every leaf), a pytree of bools
+            shaped like the params, or a function of the params returning one.
+        trust_coefficient: ``c`` ≥ 0 (a leaf whose ``θ`` or ``r`` is zero keeps ratio 1).
+        eps: ε ≥ 0 added to ``‖r_t‖``.
+        trust_ratio_mask: which leaves are rescaled, as ``weight_decay_mask``.
+        momentum: β in ``[0, 1)`` of the heavy-ball trace ``m``.
+        nesterov: use the Nesterov look-ahead of that trace.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([3.0, -4.0])}  # ‖θ‖ = 5
+        >>> tx = funcopt.lars(0.1, trust_coefficient=1.0)
+        >>> updates, state = tx.update({"w": jnp.array([0.3, -0.4])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η c ‖θ‖ g / ‖g‖
+        [2.7, -3.6]
     """
     check_decays(momentum=momentum)
     return chain(
@@ -716,6 +1097,27 @@ def noisy_sgd(
 
     Built on :func:`funcopt.add_noise`; optax's deprecated ``seed`` argument is not kept.
     Equal to ``optax.noisy_sgd`` with the same key.
+
+    Args:
+        learning_rate: η_lr ≥ 0, a number or a schedule; it scales the noise too.
+        eta: η ≥ 0, the noise variance at the first step (not a learning rate).
+        gamma: γ ≥ 0, how fast the variance decays.
+        key: a PRNG key or an integer seed; ``None`` means seed 0.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.noisy_sgd(0.1, eta=0.0)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # no noise: plain gradient descent
+        [0.8, -1.6]
+        >>> tx = funcopt.noisy_sgd(0.1, key=42)  # the same key draws the same noise
+        >>> g = {"w": jnp.zeros(2)}
+        >>> a, _ = tx.update(g, tx.init(params))
+        >>> b, _ = tx.update(g, tx.init(params))
+        >>> bool(jnp.all(a["w"] == b["w"])), bool(jnp.any(a["w"] != 0))
+        (True, True)
     """
     return chain(clipping.add_noise(eta, gamma, key), scale_by_learning_rate(learning_rate))
 
@@ -736,6 +1138,23 @@ def novograd(
        \quad \theta_{t+1} = \theta_t - \eta\, m_t $$
 
     with one ``ν`` per leaf. Equal to ``optax.novograd``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule.
+        b1: β₁ in ``[0, 1)``, decay of the (undamped) heavy-ball momentum ``m``.
+        b2: β₂ in ``[0, 1)``, decay of each leaf's ``ν``.
+        eps: ε ≥ 0 added outside the root.
+        eps_root: ε ≥ 0 added inside the root.
+        weight_decay: λ ≥ 0 of the ``λ θ`` added to the normalised gradient (every leaf).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> tx = funcopt.novograd(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([3.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η g / ‖g‖ at the first step
+        [0.94, -1.92]
     """
     check_decays(b1=b1, b2=b2)
     return chain(
@@ -769,6 +1188,38 @@ def adafactor(
 
     then optional momentum and weight decay; each stage is skipped when its argument is
     ``None`` / ``False``. Equal to ``optax.adafactor``.
+
+    Args:
+        learning_rate: η ≥ 0, a number or a schedule; ``None`` means η = 1.
+        min_dim_size_to_factor: factor a leaf of rank ≥ 2 only if its second largest
+            axis is at least this long; other leaves keep a full ``V``.
+        decay_rate: the exponent ``c`` > 0 of the decay ``β_t = 1 − t^{−c}``.
+        decay_offset: steps subtracted from the count in ``β_t`` (with a fresh state,
+            any offset > 0 gives NaN for the first steps, as in optax).
+        multiply_by_parameter_scale: multiply each leaf's step by ``max(RMS(θ), 10⁻³)``.
+        clipping_threshold: ``d`` > 0, the largest RMS a leaf's step may keep, or
+            ``None`` for no clipping.
+        momentum: β in ``[0, 1)`` of a damped average of the scaled steps (no bias
+            correction), or ``None``.
+        dtype_momentum: dtype that average is stored in.
+        weight_decay_rate: λ ≥ 0 of ``λ θ`` added after the learning rate (so not
+            multiplied by η), or ``None``.
+        eps: ε ≥ 0 added to ``g²``.
+        factored: ``False`` keeps a full ``V`` for every leaf.
+        weight_decay_mask: which leaves decay: a pytree of bools shaped like the
+            params, or a function of the params returning one; ``None`` decays every leaf.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([2.0, -2.0])}  # RMS(θ) = 2
+        >>> tx = funcopt.adafactor(0.1)
+        >>> updates, state = tx.update({"w": jnp.array([2.0, -4.0])}, tx.init(params), params)
+        >>> params = funcopt.apply_updates(params, updates)
+        >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η RMS(θ) sign(g)
+        [1.8, -1.8]
+        >>> state = tx.init({"m": jnp.zeros((256, 128))})  # factored: row and column stats
+        >>> state[0].v_row["m"].shape, state[0].v_col["m"].shape
+        ((128,), (256,))
     """
     check_decays(momentum=momentum)
     return chain(

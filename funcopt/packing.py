@@ -156,6 +156,22 @@ def pack(tree: Any, layout: Layout | None = None, *, solo_size: int | None = SOL
     ``layout`` defaults to :func:`layout_of` ``(tree, solo_size=solo_size)``; pass one to
     pack a tree of the same structure into a known layout. Every buffer is freshly
     allocated, so the result can be donated.
+
+    Args:
+        tree: a pytree of arrays (any dtypes; each buffer holds one dtype).
+        layout: a :class:`Layout` to pack into (its tree structure must match ``tree``;
+            leaves are cast to its dtypes), or ``None`` to compute one.
+        solo_size: leaves with at least this many elements get a buffer of their own;
+            ``None`` groups every leaf. Ignored when ``layout`` is given.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3), "big": jnp.zeros(70_000)}
+        >>> packed = funcopt.pack(params)
+        >>> len(packed.buffers), [b.shape for b in packed.buffers]
+        (2, [(9,), (70000,)])
+        >>> len(funcopt.pack(params, solo_size=None).buffers)
+        1
     """
     layout = layout_of(tree, solo_size=solo_size) if layout is None else layout
     leaves = layout.treedef.flatten_up_to(tree)
@@ -184,7 +200,21 @@ def _views(buffers: tuple[jax.Array, ...], layout: Layout) -> list[jax.Array]:
 
 
 def unpack(packed: Packed) -> Any:
-    """The pytree a :class:`Packed` holds (leaves are views inside jit, copies outside)."""
+    """The pytree a :class:`Packed` holds (leaves are views inside jit, copies outside).
+
+    Args:
+        packed: the result of :func:`pack` (or a step's updated copy of it).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.ones((2, 3)), "b": jnp.arange(3.0)}
+        >>> packed = funcopt.pack(params)
+        >>> len(packed.buffers), packed.buffers[0].shape
+        (1, (9,))
+        >>> tree = funcopt.unpack(packed)
+        >>> jax.tree.map(jnp.shape, tree), tree["b"]
+        ({'b': (3,), 'w': (2, 3)}, Array([0., 1., 2.], dtype=float32))
+    """
     return packed.layout.treedef.unflatten(_views(packed.buffers, packed.layout))
 
 
@@ -212,6 +242,18 @@ def register_elementwise(
         children: for wrappers, a function of ``update``'s closure variables returning
             the inner transforms that must be elementwise too (or ``None`` to reject
             this instance, e.g. when a mask is set).
+
+    Example:
+        >>> import jax, funcopt
+        >>> def negate():
+        ...     def update(updates, state, params=None):
+        ...         return jax.tree.map(lambda g: -g, updates), state
+        ...     return funcopt.GradientTransformation(lambda params: (), update)
+        >>> funcopt.is_elementwise(negate())
+        False
+        >>> funcopt.register_elementwise(negate())
+        >>> funcopt.is_elementwise(negate())  # every instance, and chains of them
+        True
     """
     _ELEMENTWISE[tx.update.__code__] = children  # type: ignore[union-attr]
 
@@ -221,6 +263,18 @@ def is_elementwise(tx: GradientTransformation | Any) -> bool:
 
     Unknown transforms (including every optax transform) give ``False``: they are run
     on the tree view, which is always correct.
+
+    Args:
+        tx: a gradient transformation (funcopt's, optax's or your own).
+
+    Example:
+        >>> import funcopt
+        >>> funcopt.is_elementwise(funcopt.adam(1e-3))
+        True
+        >>> funcopt.is_elementwise(funcopt.lamb(1e-3))  # per-leaf trust ratio
+        False
+        >>> funcopt.is_elementwise(funcopt.adamw(1e-3, mask={"w": True}))  # a mask
+        False
     """
     update = getattr(tx, "update", None)
     code = getattr(update, "__code__", None)
@@ -269,6 +323,21 @@ def packed_init(
     For an elementwise ``tx`` this is ``tx.init(params.buffers)``: moments are flat
     buffers (Adam's state is 2× the parameter bytes in float32). Otherwise it is
     ``pack(tx.init(unpack(params)))``: the tree state packed by dtype.
+
+    Args:
+        tx: the gradient transformation the step will run.
+        params: the packed parameters, from :func:`pack`.
+        elementwise: build the flat state (True) or the packed tree state (False);
+            default :func:`is_elementwise` ``(tx)``. Must match the step's.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, funcopt
+        >>> packed = funcopt.pack({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
+        >>> state = funcopt.packed_init(funcopt.scale_by_momentum(0.9), packed)
+        >>> jax.tree.map(jnp.shape, state)  # one flat moment buffer
+        MomentumState(m=((9,),))
+        >>> type(funcopt.packed_init(funcopt.lamb(1e-3), packed)).__name__
+        'Packed'
     """
     if _flat(elementwise, tx):
         return tx.init(params.buffers)
@@ -284,6 +353,23 @@ def packed_state(
     jit boundary then sees one buffer per dtype for the state instead of one per state
     leaf. Each update packs the gradients (and parameters) and unpacks the updates, so
     it saves less than packing the parameters too (:func:`make_packed_train_step`).
+
+    Args:
+        tx: the gradient transformation to wrap.
+        elementwise: run ``tx`` on flat buffers (True) or on the tree (False, the state
+            packed around each call); default :func:`is_elementwise` ``(tx)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, funcopt
+        >>> tx = funcopt.packed_state(funcopt.scale_by_momentum(0.5))
+        >>> params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
+        >>> state = tx.init(params)
+        >>> jax.tree.map(jnp.shape, state)
+        MomentumState(m=((9,),))
+        >>> grads = {"w": jnp.ones((2, 3)), "b": jnp.full(3, 2.0)}
+        >>> u, state = tx.update(grads, state)
+        >>> u["b"]  # (1 − β) g: a tree again
+        Array([1., 1., 1.], dtype=float32)
     """
     flat = _flat(elementwise, tx)
 
@@ -338,6 +424,17 @@ def make_packed_train_step(
         elementwise: run ``tx`` on the flat buffers (True) or on the tree view (False);
             default :func:`is_elementwise` ``(tx)``. Forcing True on a transform with
             per-leaf structure gives wrong numbers.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> loss_fn = lambda p, x: jnp.sum((p["w"] * x) ** 2) / 2  # gradient w · x²
+        >>> tx = funcopt.sgd(0.5)
+        >>> packed = funcopt.pack({"w": jnp.array([1.0, 2.0])})
+        >>> opt_state = funcopt.packed_init(tx, packed)
+        >>> step = funcopt.make_packed_train_step(loss_fn, tx)
+        >>> packed, opt_state, loss = step(packed, opt_state, jnp.ones(2))
+        >>> float(loss), funcopt.unpack(packed)["w"]
+        (2.5, Array([0.5, 1. ], dtype=float32))
     """
     flat = _flat(elementwise, tx)
 

@@ -196,6 +196,14 @@ def bias_correction(decay: float) -> GradientTransformation:
 
     Args:
         decay: the β of the average being corrected, in ``[0, 1)``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.bias_correction(0.9)
+        >>> m1 = 0.1 * jnp.array([2.0, -4.0])  # m after one step of β = 0.9 on g
+        >>> u, state = tx.update(m1, tx.init(jnp.zeros(2)))
+        >>> u.round(4), state.count
+        (Array([ 2., -4.], dtype=float32), Array(1, dtype=int32))
     """
     check_decay("decay", decay)
 
@@ -265,6 +273,13 @@ def scale_by_rms(
         numerator: transform whose output is scaled (default: identity).
         moment_dtype: dtype ``v`` is stored in (default: the parameter's, at least
             float32: see :func:`second_moment_zeros`).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_rms(0.5, eps=0.0, bias_correction=True)
+        >>> u, state = tx.update(jnp.array([2.0, -4.0]), tx.init(jnp.zeros(2)))
+        >>> u, state.v  # v̂₁ = g², so u₁ = g / |g|
+        (Array([ 1., -1.], dtype=float32), Array([2., 8.], dtype=float32))
     """
     check_decay("decay", decay)
     check_nonnegative("eps", eps)
@@ -322,6 +337,22 @@ def scale_by_stddev(
        u_t = \frac{g_t}{\sqrt{\hat v_t - \hat m_t^2 + \epsilon}} $$
 
     (ε outside the root when ``eps_in_sqrt=False``). Arguments as :func:`scale_by_rms`.
+
+    Args:
+        decay: β in ``[0, 1)``, shared by ``m`` and ``v``.
+        eps: ε ≥ 0.
+        eps_in_sqrt: put ε inside the root (default) or outside, ``g / (sqrt(var) + ε)``.
+        bias_correction: divide ``m`` and ``v`` by ``1 − β^t`` before taking the variance.
+        initial_scale: ``v_0`` (``m_0`` is always 0).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_stddev(0.5, eps=0.0)
+        >>> u, state = tx.update(jnp.array([2.0, -4.0]), tx.init(jnp.zeros(2)))
+        >>> state.m, state.v  # var = v − m² = [1, 4]
+        (Array([ 1., -2.], dtype=float32), Array([2., 8.], dtype=float32))
+        >>> u
+        Array([ 2., -2.], dtype=float32)
     """
     check_decay("decay", decay)
     check_nonnegative("eps", eps)
@@ -356,7 +387,8 @@ def scale_by_stddev(
                 m, v = debias(m, decay, t), debias(v, decay, t)
             else:
                 m, v = up(m), up(v)
-            var = v - jnp.square(m)
+            # A weighted variance is ≥ 0; v̂ − m̂² can round below 0 when g is constant.
+            var = jnp.maximum(v - jnp.square(m), 0)
             return store(up(g) * _inverse_root(var, eps, 0.0, eps_in_sqrt), g.dtype)
 
         return jax.tree.map(leaf, updates, m, v), StddevState(m=m, v=v, count=t)
@@ -369,7 +401,18 @@ def scale_by_stddev(
 
 @cached_factory
 def scale(step_size: Any) -> GradientTransformation:
-    r"""Multiply by a constant: $u_t = s\, g_t$."""
+    r"""Multiply by a constant: $u_t = s\, g_t$.
+
+    Args:
+        step_size: ``s``, a number or scalar array (any sign: ``scale(-lr)`` is a descent
+            step).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale(2.0)
+        >>> tx.update(jnp.array([1.0, -3.0]), tx.init(jnp.zeros(2)))[0]
+        Array([ 2., -6.], dtype=float32)
+    """
 
     def init(params: Params) -> EmptyState:
         check_float_leaves(params)
@@ -411,6 +454,17 @@ def scale_by_learning_rate(
     Args:
         learning_rate: η ≥ 0, a number or a function of the step count.
         flip_sign: negate, so the result is added to the parameters.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_learning_rate(funcopt.linear_schedule(1.0, 0.0, 4))
+        >>> state = tx.init(jnp.zeros(1))
+        >>> for _ in range(3):  # η = 1, 0.75, 0.5 at counts 0, 1, 2
+        ...     u, state = tx.update(jnp.array([2.0]), state)
+        ...     print(u)
+        [-2.]
+        [-1.5]
+        [-1.]
     """
     check_nonnegative("learning_rate", learning_rate)
     sign = -1 if flip_sign else 1
@@ -457,6 +511,15 @@ def add_decayed_weights(
         mask: which leaves decay (True) and which do not (False): a pytree of bools
             with the parameters' structure, or a function of the params returning one
             (e.g. to skip biases and norm scales).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> params = {"w": jnp.array([10.0]), "b": jnp.array([10.0])}
+        >>> grads = {"w": jnp.array([1.0]), "b": jnp.array([1.0])}
+        >>> tx = funcopt.add_decayed_weights(0.1, mask={"w": True, "b": False})
+        >>> u, _ = tx.update(grads, tx.init(params), params)
+        >>> u["w"], u["b"]  # 1 + 0.1 · 10 where masked in, 1 elsewhere
+        (Array([2.], dtype=float32), Array([1.], dtype=float32))
     """
     check_nonnegative("weight_decay", weight_decay)
 

@@ -111,6 +111,9 @@ _INTERPOLATIONS: dict[str, Callable[[Any, Any, jax.Array], jax.Array]] = {
 def constant_schedule(value: Scalar) -> Schedule:
     r"""The same value at every step: $v(t) = v$.
 
+    Args:
+        value: the value returned at every step (a number or a scalar array).
+
     Example:
         >>> import funcopt
         >>> funcopt.constant_schedule(0.5)(100)
@@ -169,11 +172,20 @@ def linear_schedule(
 
     :func:`polynomial_schedule` with ``power=1``; arguments as there.
 
+    Args:
+        init_value: ``I``, the value up to step ``B``.
+        end_value: ``E``, the value from step ``B + T`` on.
+        transition_steps: ``T ≥ 0``; 0 gives the constant ``I``.
+        transition_begin: ``B ≥ 0``, steps to hold ``I`` before the transition.
+
     Example:
         >>> import funcopt
         >>> sched = funcopt.linear_schedule(1.0, 0.0, transition_steps=4)
         >>> print(f"{sched(1):.2f} {sched(9):.2f}")
         0.75 0.00
+        >>> sched = funcopt.linear_schedule(0.0, 1.0, transition_steps=4, transition_begin=2)
+        >>> print(f"{sched(2):.2f} {sched(4):.2f} {sched(6):.2f}")
+        0.00 0.50 1.00
     """
     return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
 
@@ -404,8 +416,14 @@ def warmup_constant_schedule(init_value: Scalar, peak_value: Scalar, warmup_step
 
     Args:
         init_value: ``I``.
-        peak_value: ``P``.
-        warmup_steps: ``W ≥ 0``.
+        peak_value: ``P``, reached at step ``W`` and kept after.
+        warmup_steps: ``W ≥ 0``; 0 gives the constant ``I`` (not ``P``), as in optax.
+
+    Example:
+        >>> import funcopt
+        >>> sched = funcopt.warmup_constant_schedule(0.0, 1.0, warmup_steps=4)
+        >>> print(f"{sched(0):.2f} {sched(2):.2f} {sched(4):.2f} {sched(100):.2f}")
+        0.00 0.50 1.00 1.00
     """
     _check_steps("warmup_steps", warmup_steps)
     return linear_schedule(init_value, peak_value, warmup_steps)
@@ -475,8 +493,22 @@ def warmup_exponential_decay_schedule(
 
     Args:
         init_value: ``I``.
-        peak_value: ``P``.
+        peak_value: ``P``, reached at step ``W``.
         warmup_steps: ``W ≥ 0``.
+        transition_steps: ``T ≥ 0``, the decay period; 0 holds ``P`` after the warm-up.
+        decay_rate: ``r ≥ 0``; 0 holds ``P`` after the warm-up (as in optax).
+        transition_begin: ``B ≥ 0``, steps to hold ``P`` after the warm-up.
+        staircase: decay in whole steps of ``T``.
+        end_value: bound on the value (from below when ``r < 1``, from above when
+            ``r > 1``), or ``None``.
+
+    Example:
+        >>> import funcopt
+        >>> sched = funcopt.warmup_exponential_decay_schedule(
+        ...     0.0, 1.0, warmup_steps=2, transition_steps=10, decay_rate=0.5
+        ... )
+        >>> print(f"{sched(1):.2f} {sched(2):.2f} {sched(12):.2f} {sched(22):.2f}")
+        0.50 1.00 0.50 0.25
     """
     _check_steps("warmup_steps", warmup_steps)
     warmup = linear_schedule(init_value, peak_value, warmup_steps)

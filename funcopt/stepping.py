@@ -87,7 +87,18 @@ def apply_every(k: int = 1) -> GradientTransformation:
     not a larger batch: use :class:`MultiSteps` for that.
 
     Args:
-        k: period ≥ 1.
+        k: period ≥ 1; 1 passes every update through.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.apply_every(2)
+        >>> state = tx.init(jnp.zeros(1))
+        >>> for g in [1.0, 3.0, 5.0]:
+        ...     u, state = tx.update(jnp.array([g]), state)
+        ...     print(u)
+        [0.]
+        [4.]
+        [0.]
     """
     check_range("k", k, 1)
 
@@ -135,6 +146,18 @@ def skip_not_finite(
     """A ``should_skip_update_fn`` for :class:`MultiSteps`: skip a NaN or Inf micro-batch.
 
     Returns ``(should_skip, {"should_skip": …, "num_not_finite": …})``.
+
+    Args:
+        updates: the micro-batch's gradients, a pytree of arrays.
+        gradient_step: the number of inner updates emitted so far (unused).
+        params: the current parameters, or ``None`` (unused).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> grads = {"w": jnp.array([1.0, jnp.nan, jnp.inf])}
+        >>> skip, info = funcopt.skip_not_finite(grads, jnp.array(0), None)
+        >>> skip, info["num_not_finite"]
+        (Array(True, dtype=bool), Array(2, dtype=int32))
     """
     del gradient_step, params
     n = _num_not_finite(updates)
@@ -442,7 +465,13 @@ def incremental_update(new_tensors: Params, old_tensors: Params, step_size: Any)
     Args:
         new_tensors: the latest parameters θ.
         old_tensors: the running average θ̄ (the result keeps its dtypes).
-        step_size: s in ``[0, 1]``.
+        step_size: s in ``[0, 1]``; 1 copies θ, 0 keeps θ̄.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> target = jnp.array([0.0, 4.0])
+        >>> funcopt.incremental_update(jnp.array([1.0, 0.0]), target, step_size=0.25)
+        Array([0.25, 3.  ], dtype=float32)
     """
     check_range("step_size", step_size, 0.0, 1.0, high_inclusive=True)
 
@@ -459,7 +488,24 @@ def periodic_update(
     """``new_tensors`` when ``steps`` is a multiple of ``update_period``, else ``old_tensors``.
 
     The hard target-network update of DQN; works under ``jit`` with a traced ``steps``.
+
+    Args:
+        new_tensors: the latest parameters.
+        old_tensors: the target parameters, with the same structure, shapes and dtypes.
+        steps: the current step (an integer, possibly traced); 0 is a multiple of any
+            period.
+        update_period: how many steps apart the copies happen, ``≥ 1`` (a concrete value
+            out of range raises :class:`HyperParameterError`).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> new, old = jnp.array([1.0]), jnp.array([0.0])
+        >>> funcopt.periodic_update(new, old, steps=4, update_period=2)
+        Array([1.], dtype=float32)
+        >>> funcopt.periodic_update(new, old, steps=5, update_period=2)
+        Array([0.], dtype=float32)
     """
+    check_range("update_period", update_period, 1)
     return jax.lax.cond(
         jnp.mod(steps, update_period) == 0, lambda: new_tensors, lambda: old_tensors
     )

@@ -116,6 +116,12 @@ def square() -> GradientTransformation:
 
     The head of a second moment: ``chain(square(), scale_by_momentum(β₂))`` is Adam's
     ``v``, ready to feed :func:`divide` as its ``denominator``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.square()
+        >>> tx.update(jnp.array([1.0, -2.0]), tx.init(jnp.zeros(2)))[0]
+        Array([1., 4.], dtype=float32)
     """
     return stateless(lambda g: store(jnp.square(up(g)), g.dtype))
 
@@ -223,8 +229,17 @@ def nesterov_momentum(decay: float = 0.9, moment_dtype: Any = None) -> GradientT
     The non-Nesterov counterpart is ``chain(scale_by_momentum(β), bias_correction(β))``.
 
     Args:
-        decay: β in ``[0, 1)``.
+        decay: β in ``[0, 1)``; 0 passes the gradient through.
         moment_dtype: dtype ``m`` is stored in (default: the parameter's).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.nesterov_momentum(0.5)
+        >>> u, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> state.m, state.count  # m = 0.5 · 2
+        (Array([1.], dtype=float32), Array(1, dtype=int32))
+        >>> round(u.item(), 4)  # 0.5 · 1 / (1 − 0.5²) + 0.5 · 2 / (1 − 0.5) = 8/3
+        2.6667
 
     Reference: Dozat, Incorporating Nesterov Momentum into Adam, 2016.
     """
@@ -276,6 +291,13 @@ def lion_momentum(
         b2: β₂ in ``[0, 1)``, the decay of the tracked average.
         moment_dtype: dtype ``m`` is stored in (default: the parameter's).
 
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.lion_momentum(b1=0.5, b2=0.9)
+        >>> u, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> u, state.m  # 0.5 · 2 out, 0.1 · 2 kept
+        (Array([1.], dtype=float32), Array([0.2], dtype=float32))
+
     Reference: Chen et al., Symbolic Discovery of Optimization Algorithms, 2023.
     """
     check_decay("b1", b1)
@@ -316,6 +338,16 @@ def running_max() -> GradientTransformation:
     After a bias-corrected second moment it is AMSGrad's $\max_{k \le t} \hat v_k$;
     before the bias correction it is torch's ``Adam(amsgrad=True)``.
 
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.running_max()
+        >>> state = tx.init(jnp.zeros(2))
+        >>> u, state = tx.update(jnp.array([1.0, -2.0]), state)
+        >>> u  # max(0, g): the negative entry stays at u_0 = 0
+        Array([1., 0.], dtype=float32)
+        >>> tx.update(jnp.array([0.5, 3.0]), state)[0]
+        Array([1., 3.], dtype=float32)
+
     Reference: Reddi et al., On the Convergence of Adam and Beyond, 2018.
     """
     return _moment(
@@ -339,7 +371,17 @@ def infinity_moment(decay: float = 0.999, eps: float = 1e-8) -> GradientTransfor
 
     Args:
         decay: β in ``[0, 1)``.
-        eps: ε ≥ 0, keeps the output positive.
+        eps: ε ≥ 0 added to ``|g|``, keeps the output positive.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.infinity_moment(decay=0.5, eps=0.0)
+        >>> state = tx.init(jnp.zeros(2))
+        >>> u, state = tx.update(jnp.array([-4.0, 1.0]), state)
+        >>> u
+        Array([4., 1.], dtype=float32)
+        >>> tx.update(jnp.array([1.0, 1.0]), state)[0]  # max(|g|, 0.5 · u)
+        Array([2., 1.], dtype=float32)
 
     Reference: Kingma & Ba, Adam, 2015, Section 7.1.
     """
@@ -377,6 +419,13 @@ def belief_moment(
         b1: β₁ in ``[0, 1)`` of the prediction ``m``.
         b2: β₂ in ``[0, 1)`` of ``s``.
         eps_root: ε ≥ 0 added to ``s`` at every step (accumulates, as in the paper).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.belief_moment(b1=0.5, b2=0.5, eps_root=0.0)
+        >>> u, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> state.m, u  # m = 0.5 · 2 = 1, s = 0.5 · (2 − 1)²
+        (Array([1.], dtype=float32), Array([0.5], dtype=float32))
 
     Reference: Zhuang et al., AdaBelief Optimizer, 2020, Algorithm 2.
     """
@@ -429,6 +478,12 @@ def yogi_moment(
         decay: β in ``[0, 1)``.
         initial_accumulator_value: ``v_0`` ≥ 0.
 
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.yogi_moment(decay=0.5, initial_accumulator_value=1.0)
+        >>> tx.update(jnp.array([2.0, 0.0]), tx.init(jnp.zeros(2)))[0]  # 1 + 0.5 · 4, 1 − 0
+        Array([3., 1.], dtype=float32)
+
     Reference: Zaheer et al., Adaptive Methods for Nonconvex Optimization, 2018.
     """
     check_decay("decay", decay)
@@ -454,6 +509,15 @@ def sum_of_squares(initial_accumulator_value: float = 0.1) -> GradientTransforma
 
     Args:
         initial_accumulator_value: ``s_0`` ≥ 0.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.sum_of_squares(initial_accumulator_value=0.0)
+        >>> state = tx.init(jnp.zeros(2))
+        >>> for _ in range(2):
+        ...     u, state = tx.update(jnp.array([1.0, -2.0]), state)
+        >>> u  # two steps of [1, 4]
+        Array([2., 8.], dtype=float32)
 
     Reference: Duchi et al., Adaptive Subgradient Methods, JMLR 2011.
     """
@@ -481,8 +545,17 @@ def scale_by_delta_rms(rho: float = 0.9, eps: float = 1e-6) -> GradientTransform
     whose step has the units of the parameters.
 
     Args:
-        rho: ρ in ``[0, 1)``.
-        eps: ε ≥ 0.
+        rho: ρ in ``[0, 1)``, decay of the average ``x`` of squared outputs.
+        eps: ε ≥ 0 inside the root; the first step is ``√ε · g``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_delta_rms(rho=0.5, eps=1.0)
+        >>> u, state = tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))
+        >>> u, state.e_x  # √(0 + 1) · 2, then x = 0.5 · 2²
+        (Array([2.], dtype=float32), Array([2.], dtype=float32))
+        >>> round(tx.update(jnp.array([2.0]), state)[0].item(), 4)  # √(2 + 1) · 2
+        3.4641
 
     Reference: Zeiler, ADADELTA: An Adaptive Learning Rate Method, 2012.
     """
@@ -530,9 +603,18 @@ def scale_by_layerwise_rms(
     with one scalar ``ν`` per leaf (layer) instead of one per coordinate.
 
     Args:
-        decay: β in ``[0, 1)``.
+        decay: β in ``[0, 1)``, decay of each leaf's ``ν`` (unused at the first step).
         eps: ε ≥ 0 outside the root.
         eps_root: ε ≥ 0 inside the root.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_layerwise_rms()
+        >>> u, state = tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))
+        >>> state.nu  # one scalar per leaf: ‖g‖² = 25
+        Array(25., dtype=float32)
+        >>> [round(x, 4) for x in u.tolist()]  # g / ‖g‖
+        [0.6, 0.8]
 
     Reference: Ginsburg et al., Stochastic Gradient Methods with Layer-wise Adaptive
     Moments, 2019.
@@ -625,11 +707,22 @@ def scale_by_factored_rms(
     and any other leaf a full $v_t = \beta_t v_{t-1} + (1-\beta_t) G$, $u_t = g_t/\sqrt{v_t}$.
 
     Args:
-        factored: factor leaves of rank ≥ 2 at all.
+        factored: factor leaves of rank ≥ 2 at all (False keeps a full ``v`` everywhere).
         decay_rate: the exponent ``c`` > 0 of the decay schedule.
         step_offset: ``t_0``, steps to subtract from the count.
-        min_dim_size_to_factor: factor only if the second largest axis is this long.
+        min_dim_size_to_factor: factor only if the second largest axis is at least this
+            long (≥ 1).
         epsilon: ε ≥ 0 added to ``g²``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_factored_rms(min_dim_size_to_factor=2)
+        >>> state = tx.init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)})
+        >>> jax.tree.map(jnp.shape, (state.v_row, state.v_col, state.v))  # (1,): unused
+        ({'b': (1,), 'w': (2,)}, {'b': (1,), 'w': (3,)}, {'b': (3,), 'w': (1,)})
+        >>> grads = {"w": jnp.full((2, 3), 2.0), "b": jnp.array([1.0, -2.0, 3.0])}
+        >>> tx.update(grads, state)[0]["b"]  # β_1 = 0, so the first step is g / |g|
+        Array([ 1., -1.,  1.], dtype=float32)
 
     Reference: Shazeer & Stern, Adafactor, ICML 2018.
     """
@@ -698,7 +791,17 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
     $$ u_t = g_t \cdot \max\big(\sqrt{\mathrm{mean}(\theta^2)},\ s_{min}\big) $$
 
     Args:
-        min_scale: the floor ``s_min`` ≥ 0.
+        min_scale: the floor ``s_min`` ≥ 0 of the RMS (keeps zero-initialised
+            parameters moving).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_param_block_rms()
+        >>> g = jnp.array([1.0, 2.0])
+        >>> tx.update(g, tx.init(g), jnp.array([3.0, -3.0]))[0]  # RMS(θ) = 3
+        Array([3., 6.], dtype=float32)
+        >>> tx.update(g, tx.init(g), jnp.zeros(2))[0]  # the floor s_min = 1e-3
+        Array([0.001, 0.002], dtype=float32)
     """
     check_nonnegative("min_scale", min_scale)
 
@@ -728,6 +831,13 @@ def scale_by_trust_ratio(
         min_norm: floor ``n_min`` ≥ 0 of both norms.
         trust_coefficient: ``c`` ≥ 0.
         eps: ε ≥ 0 added to the update norm.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_trust_ratio()
+        >>> g, theta = jnp.array([0.3, 0.4]), jnp.array([3.0, 4.0])
+        >>> tx.update(g, tx.init(theta), theta)[0]  # ‖θ‖ / ‖g‖ = 5 / 0.5 = 10
+        Array([3., 4.], dtype=float32)
 
     Reference: You et al., Large Batch Training of Convolutional Networks, 2017.
     """
@@ -786,11 +896,27 @@ def rectify(
         adaptive: the transform whose variance is rectified.
         fallback: the transform used while the variance estimate is unreliable.
         b2: the β₂ ∈ ``[0, 1)`` of the adaptive transform's second moment.
-        threshold: smallest ``ρ_t`` for the adaptive step (5 in optax, 4 in the paper).
+        threshold: smallest ``ρ_t`` for the adaptive step (≥ 4; 5 in optax, 4 in the paper).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.rectify(funcopt.scale_by_sign(), b2=0.999)  # fallback: identity
+        >>> state = tx.init(jnp.zeros(1))
+        >>> for t in range(1, 7):  # ρ_t < 5 for t ≤ 5: g passes through, then r_6 · sign(g)
+        ...     u, state = tx.update(jnp.array([2.0]), state)
+        ...     print(t, round(u.item(), 4))
+        1 2.0
+        2 2.0
+        3 2.0
+        4 2.0
+        5 2.0
+        6 0.0257
 
     Reference: Liu et al., On the Variance of the Adaptive Learning Rate and Beyond, 2020.
     """
     check_decay("b2", b2)
+    # r_t has a factor sqrt(ρ_t − 4): a threshold below 4 would take roots of negatives.
+    check_range("threshold", threshold, 4.0)
     fb = fallback if fallback is not None else identity()
     rho_inf = 2.0 / (1.0 - b2) - 1.0
 

@@ -160,7 +160,15 @@ def masked(inner: Any, mask: Mask) -> GradientTransformation:
 
 @cached_factory
 def set_to_zero() -> GradientTransformation:
-    r"""Map every update to zero, $u = 0$, keeping shapes and dtypes (freezes parameters)."""
+    r"""Map every update to zero, $u = 0$, keeping shapes and dtypes (freezes parameters).
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.set_to_zero()
+        >>> g = {"w": jnp.array([1.0, -2.0]), "step": jnp.array(3, jnp.int32)}
+        >>> tx.update(g, tx.init(g))[0]
+        {'step': Array(0, dtype=int32), 'w': Array([0., 0.], dtype=float32)}
+    """
     return stateless(jnp.zeros_like)
 
 

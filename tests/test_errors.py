@@ -299,3 +299,19 @@ def test_non_finite_gradient_poisons_state_unless_apply_if_finite():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     u, _ = safe.update(good, s1, params)
     np.testing.assert_allclose(np.asarray(u["w"]), [-0.1, -0.1], rtol=1e-5)  # Adam's first step
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: funcopt.schedule_free_adamw(1e-2, b1=0.0), r"b1 must be in \(0, 1\), got b1=0.0"),
+        (lambda: funcopt.schedule_free_sgd(1e-2, b1=0.0), r"b1=0.0"),
+        (lambda: funcopt.radam(1e-2, threshold=3.0), r"threshold=3.0"),
+        (lambda: funcopt.rectify(funcopt.scale_by_adam(), threshold=2.0), r"threshold=2.0"),
+    ],
+)
+def test_values_that_would_give_nan_are_rejected(make, message):
+    """β = 0 in schedule-free (x = (y − (1 − β) z) / β) and a RAdam threshold below 4
+    (√(ρ_t − 4)) would turn into NaN on the first steps: they are refused up front."""
+    with pytest.raises(HyperParameterError, match=message):
+        make()

@@ -382,3 +382,15 @@ def test_same_arguments_do_not_recompile(name, ours, kwargs):
     # A different hyper-parameter is a different transform, traced again.
     step.lower(ours(**dict(kwargs, learning_rate=0.123)), params)
     assert traces == 3
+
+
+def test_lars_none_masks_mean_every_leaf():
+    """``None`` masks mean "all leaves", as for every other optimizer's ``mask``."""
+    params = random_params(0)
+    got, _ = run(
+        funcopt.lars(0.1, 1e-4, None, trust_ratio_mask=None), params, 20, funcopt.apply_updates
+    )
+    want, _ = run(
+        funcopt.lars(0.1, 1e-4, True, trust_ratio_mask=True), params, 20, funcopt.apply_updates
+    )
+    assert_rel_close(got, want, 0.0)

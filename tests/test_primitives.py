@@ -109,6 +109,20 @@ def test_scale_by_rms_measures_the_raw_gradient_not_its_numerator():
     np.testing.assert_allclose(state.numerator.m, m, rtol=1e-6)
 
 
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_scale_by_stddev_is_finite_for_a_constant_gradient(bias_correction, maybe_jit):
+    """v̂ − m̂² is a variance (≥ 0 exactly); rounding must not push it below 0 into NaN."""
+    tx = funcopt.scale_by_stddev(0.9, 1e-8, bias_correction=bias_correction)
+    g = {"w": jnp.linspace(-300.0, 300.0, 4001)}
+    state = tx.init(g)
+    update = maybe_jit(tx.update)
+    for _ in range(30):
+        u, state = update(g, state)
+        assert bool(jnp.all(jnp.isfinite(u["w"])))
+    # where it is exact: g / sqrt(var + ε) with var ≥ 0, never larger than g / sqrt(ε)
+    assert bool(jnp.all(jnp.abs(u["w"]) <= jnp.abs(g["w"]) / jnp.sqrt(1e-8) * (1 + 1e-6)))
+
+
 def test_scale_by_stddev_matches_optax():
     grads = [jnp.asarray(g, jnp.float32) for g in G]
     ours, theirs = funcopt.scale_by_stddev(0.9, 1e-4), optax.scale_by_stddev(0.9, 1e-4)

@@ -667,3 +667,10 @@ def test_signature_matches_optax(name):
         ]
 
     assert params(getattr(funcopt, name)) == params(getattr(optax, name))
+
+
+@pytest.mark.parametrize("period", [0, -3])
+def test_periodic_update_rejects_a_period_below_one(period):
+    new, old = {"w": jnp.ones(2)}, {"w": jnp.zeros(2)}
+    with pytest.raises(funcopt.HyperParameterError, match=rf"update_period={period}"):
+        funcopt.periodic_update(new, old, jnp.asarray(4), period)
