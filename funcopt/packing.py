@@ -221,7 +221,7 @@ def unpack(packed: Packed) -> Any:
 # ---- which transforms may run on the flat buffers ----------------------------------------
 
 _ELEMENTWISE: dict[Any, Callable[[dict[str, Any]], list[Any] | None]] = {}
-"""update-function code object -> ``children(closure)``: the inner transforms that must
+"""update-function key (:func:`_key`) -> ``children(closure)``: the inner transforms that must
 be elementwise too, or ``None`` if this instance is not elementwise."""
 
 
@@ -232,8 +232,9 @@ def register_elementwise(
     """Declare that transforms built like ``tx`` are elementwise.
 
     Every transform whose ``update`` function has the same code as ``tx.update`` (any
-    instance of the same factory) is then run directly on flat buffers by the packed
-    step. Only register a transform whose every output coordinate depends on the same
+    instance of the same factory; for transforms built by a generic helper such as
+    ``stateless``, also the same per-leaf function) is then run directly on flat buffers
+    by the packed step. Only register a transform whose every output coordinate depends on the same
     coordinate of ``updates``, ``state`` and ``params`` and on scalars alone, and whose
     behaviour does not depend on leaf shapes or on the tree structure.
 
@@ -255,7 +256,32 @@ def register_elementwise(
         >>> funcopt.is_elementwise(negate())  # every instance, and chains of them
         True
     """
-    _ELEMENTWISE[tx.update.__code__] = children  # type: ignore[union-attr]
+    key = _key(tx.update)  # type: ignore[union-attr]
+    if key is None:
+        raise TypeError(f"register_elementwise: {tx!r} has no plain-function update to register")
+    _ELEMENTWISE[key] = children
+
+
+def _key(update: Any) -> Any:
+    """The registry key of an ``update`` function: its code, and, for transforms built by
+    a generic helper (``stateless``, ``_moment``: the per-leaf function is the closure
+    variable ``leaf``), that function too, so that registering ``set_to_zero()`` does not
+    also register every other transform the same helper builds."""
+    code = getattr(update, "__code__", None)
+    if code is None:
+        return None
+    try:
+        leaf = inspect.getclosurevars(update).nonlocals.get("leaf")
+    except (TypeError, ValueError):
+        return code
+    if leaf is None:
+        return code
+    leaf_id = getattr(leaf, "__code__", leaf)
+    try:
+        hash(leaf_id)
+    except TypeError:
+        return None
+    return (code, leaf_id)
 
 
 def is_elementwise(tx: GradientTransformation | Any) -> bool:
@@ -277,12 +303,12 @@ def is_elementwise(tx: GradientTransformation | Any) -> bool:
         False
     """
     update = getattr(tx, "update", None)
-    code = getattr(update, "__code__", None)
-    if code is None or code not in _ELEMENTWISE:
+    key = _key(update)
+    if key is None or key not in _ELEMENTWISE:
         return False
     try:
         closure = dict(inspect.getclosurevars(update).nonlocals)  # type: ignore[arg-type]
-        inner = _ELEMENTWISE[code](closure)
+        inner = _ELEMENTWISE[key](closure)
     except (KeyError, TypeError, ValueError):
         return False
     return inner is not None and all(is_elementwise(t) for t in inner)

@@ -75,6 +75,15 @@ def test_registry_sorts_elementwise_from_per_leaf():
     assert not funcopt.is_elementwise(optax.adam(1e-2))  # unknown: tree view, always safe
 
 
+def test_registering_one_helper_built_transform_does_not_register_its_siblings():
+    """set_to_zero and scale_by_trust_ratio share ``stateless``'s update code; only the
+    first is elementwise (the trust ratio takes per-leaf norms)."""
+    funcopt.register_elementwise(funcopt.set_to_zero())
+    assert funcopt.is_elementwise(funcopt.set_to_zero())
+    assert not funcopt.is_elementwise(funcopt.scale_by_trust_ratio())
+    assert not funcopt.is_elementwise(funcopt.scale_by_sign())  # elementwise, but unregistered
+
+
 def _steps(step, params, state, n=6):
     losses = []
     for i in range(n):
