@@ -394,3 +394,22 @@ def test_lars_none_masks_mean_every_leaf():
         funcopt.lars(0.1, 1e-4, True, trust_ratio_mask=True), params, 20, funcopt.apply_updates
     )
     assert_rel_close(got, want, 0.0)
+
+
+def test_muon_accepts_a_full_tree_weight_decay_mask():
+    """A pytree of bools shaped like the params (as for adamw) selects the decaying
+    matrices; it equals the function form, and masking really changes the result."""
+    params = random_params(0)
+    tree_mask = jax.tree.map(lambda x: x.shape != (6, 1), params)  # every leaf but 'col'
+    kwargs = dict(learning_rate=0.01, weight_decay=0.5)
+    got, _ = run(
+        funcopt.muon(**kwargs, weight_decay_mask=tree_mask), params, 50, funcopt.apply_updates
+    )
+    by_function = funcopt.muon(
+        **kwargs, weight_decay_mask=lambda p: jax.tree.map(lambda x: x.shape != (6, 1), p)
+    )
+    want, _ = run(by_function, params, 50, funcopt.apply_updates)
+    assert_rel_close(got, want, 0.0)
+    unmasked, _ = run(funcopt.muon(**kwargs), params, 50, funcopt.apply_updates)
+    assert not np.allclose(got["col"], unmasked["col"])
+    np.testing.assert_array_equal(got["dense"]["w"], unmasked["dense"]["w"])
