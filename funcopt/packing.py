@@ -379,6 +379,8 @@ def packed_state(
     jit boundary then sees one buffer per dtype for the state instead of one per state
     leaf. Each update packs the gradients (and parameters) and unpacks the updates, so
     it saves less than packing the parameters too (:func:`make_packed_train_step`).
+    Gradients are packed in the parameters' layout and dtypes (pass ``params`` when
+    they differ from the gradients' dtypes), and updates come back in the gradients'.
 
     Args:
         tx: the gradient transformation to wrap.
@@ -408,10 +410,15 @@ def packed_state(
         updates: Updates, state: OptState, params: Params | None = None
     ) -> tuple[Updates, OptState]:
         if flat:
-            g = pack(updates)
-            p = None if params is None else pack(params, g.layout).buffers
+            # The parameters' layout, as at init: gradients in another dtype (bf16
+            # gradients of f32 master weights) are cast up into it, so the buffers match
+            # the state's; each update leaf then returns in its gradient's dtype.
+            layout = layout_of(updates if params is None else params)
+            g = pack(updates, layout)
+            p = None if params is None else pack(params, layout).buffers
             u, state = tx.update(g.buffers, state, p)
-            return unpack(Packed(tuple(u), g.layout)), state
+            out = unpack(Packed(tuple(u), layout))
+            return jax.tree.map(lambda x, d: x.astype(d.dtype), out, updates), state
         u, inner = tx.update(updates, unpack(state), params)
         return u, pack(inner, state.layout)
 

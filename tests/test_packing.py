@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,6 +159,23 @@ def test_packed_state_transform_equals_tree_mode(name):
     assert_rel_close(got, ref, 1e-6)
     leaves = jax.tree.leaves(state)
     assert max(x.size for x in leaves) >= sum(x.size for x in jax.tree.leaves(params))
+
+
+def test_packed_state_with_low_precision_gradients_equals_tree_mode():
+    """bf16 gradients of mixed f32/bf16 parameters (mixed precision): the gradients
+    group by dtype differently from the parameters, yet the state keeps the parameters'
+    layout and the numbers are tree mode's."""
+    tx = funcopt.adamw(1e-2, weight_decay=0.1)
+    grads = jax.tree.map(lambda x: (0.5 * x + 0.1).astype(jnp.bfloat16), MIXED)
+    want_u, _ = tx.update(grads, tx.init(MIXED), MIXED)
+    packed = funcopt.packed_state(tx)
+    got_u, got_s = jax.jit(packed.update)(grads, packed.init(MIXED), MIXED)
+    chex.assert_trees_all_equal_dtypes(got_u, want_u)
+    # Tree mode rounds every primitive's output to the gradient's bf16; the packed f32
+    # buffers round once at the end: they may differ by a bf16 ulp (2⁻⁸ relative).
+    chex.assert_trees_all_close(got_u, want_u, rtol=2**-7)
+    u2, _ = packed.update(grads, got_s, MIXED)  # the state's buffers still fit
+    assert jax.tree.structure(u2) == jax.tree.structure(want_u)
 
 
 def test_packed_step_donates_its_buffers():
