@@ -590,7 +590,7 @@ def schedule_free_adamw(
         >>> [round(v, 4) for v in funcopt.apply_updates(params, u)["w"].tolist()]  # 1 − γ sign(g)
         [0.9, 1.1, 1.0]
     """
-    check_decays(b1=b1, b2=b2)
+    check_decays(b2=b2)  # b1 is checked by schedule_free, in (0, 1)
     lr = _warmup(learning_rate, warmup_steps)
     base = chain(
         scale_by_rms(b2, eps, eps_in_sqrt=False, bias_correction=True),  # g / (sqrt(v̂) + ε)
@@ -629,7 +629,6 @@ def schedule_free_sgd(
         >>> [round(v, 4) for v in funcopt.apply_updates(y, u).tolist()]  # y − γ (g + λ y)
         [0.75, -1.5]
     """
-    check_decays(b1=b1)
     lr = _warmup(learning_rate, warmup_steps)
     decay = add_decayed_weights(weight_decay) if weight_decay is not None else None
     base = scale_by_learning_rate(lr) if decay is None else chain(decay, scale_by_learning_rate(lr))
