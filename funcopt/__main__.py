@@ -75,7 +75,12 @@ def demo(epochs: int = 5, steps_per_epoch: int = 100, batch: int = 128) -> float
         for i in range(steps_per_epoch):
             x = jax.random.normal(jax.random.PRNGKey(epoch * 100_000 + i), (batch, 16))
             y = jnp.sin(x @ a / 4) + 0.5 * jnp.cos(x @ b / 4)
-            for name in runs:  # interleaved, so machine noise hits both alike
+            # The batch is computed asynchronously: wait for it, or the first step timed
+            # would absorb it. Interleaved, alternating who goes first, so machine noise
+            # and warm caches favour neither.
+            jax.block_until_ready((x, y))
+            order = list(runs) if i % 2 == 0 else list(reversed(list(runs)))
+            for name in order:
                 p, s, step = states[name]
                 t0 = time.perf_counter()
                 p, s, loss = step(p, s, x, y)
