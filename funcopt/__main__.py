@@ -32,8 +32,8 @@ def _mlp_init(key: jax.Array, sizes: Sequence[int]) -> list[dict[str, jax.Array]
 
 def _mlp_loss(params: list[dict[str, jax.Array]], x: jax.Array, y: jax.Array) -> jax.Array:
     for layer in params[:-1]:
-        x = jnp.tanh(x @ layer["w"] + layer["b"])
-    pred = x @ params[-1]["w"] + params[-1]["b"]
+        x = jnp.tanh(x @ layer["w"] + layer["b"][None, :])
+    pred = x @ params[-1]["w"] + params[-1]["b"][None, :]
     return jnp.mean(jnp.square(pred - y))
 
 
