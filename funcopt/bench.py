@@ -17,7 +17,7 @@ where the backend reports it, else the process's peak RSS (``VmHWM`` after reset
 it through ``/proc/self/clear_refs``) above the resident set before the steps; the
 ``mem`` column says which.
 
-Run ``python -m funcopt bench`` (a few minutes), ``--quick`` (about 30 s) or ``--tiny``
+Run ``python -m funcopt bench`` (a few minutes), ``--quick`` (about 40 s) or ``--tiny``
 (seconds, for the tests); ``--json PATH`` saves the results.
 """
 
@@ -86,12 +86,12 @@ SIZES: dict[str, dict[str, Any]] = {
         "workloads": [
             Workload("adam 1×1M", "adam", 1, 2**20),
             Workload("adam 200×1k", "adam", 200, 1024),
-            Workload("adam 1000×100", "adam", 1000, 100),
+            Workload("adam 500×100", "adam", 500, 100),
             Workload("train MLP", "train", 6, 0, "mlp"),
-            Workload("train 200 leaves", "train", 200, 1024, "many"),
+            Workload("train 100 leaves", "train", 100, 1024, "many"),
         ],
-        "rounds": 5,
-        "reps": 2,
+        "rounds": 9,
+        "reps": 3,
         "mlp": (128, 256, 256, 10),
         "batch": 64,
     },
@@ -565,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``funcopt bench``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="funcopt bench", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds (~30 s)")
+    size.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds (~40 s)")
     size.add_argument("--tiny", action="store_true", help="a few seconds (used by the tests)")
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--workloads", nargs="+", help="only these workload names")
