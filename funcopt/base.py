@@ -36,7 +36,6 @@ __all__ = [
     "chain",
     "check_decays",
     "check_float_leaves",
-    "check_nonnegatives",
     "check_state",
     "identity",
     "safe_increment",
@@ -184,15 +183,18 @@ def check_decays(**values: Any) -> None:
         check_decay(name, value)
 
 
-def check_nonnegatives(**values: Any) -> None:
-    """:func:`check_nonnegative` for each keyword, under the caller's argument name."""
-    for name, value in values.items():
-        check_nonnegative(name, value)
-
-
 # --------------------------------------------------------------------------------------
 # Trees.
 # --------------------------------------------------------------------------------------
+
+
+class MaskedNode(NamedTuple):
+    """Stands in for a subtree that a masked inner transform must not see (no leaves)."""
+
+
+def is_masked_node(x: Any) -> bool:
+    """Whether ``x`` is a :class:`MaskedNode` placeholder (``masked``/``partition``)."""
+    return isinstance(x, MaskedNode)
 
 
 def _keystr(path: tuple[Any, ...]) -> str:

@@ -8,7 +8,6 @@ Schedule-free is a wrapper (:func:`schedule_free`) around any base optimizer.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -263,19 +262,6 @@ def _muon_labels(params: Params) -> Any:
     return jax.tree.map(lambda x: "muon" if jnp.ndim(x) == 2 else "adam", params)
 
 
-def _mask_for_partition(mask: Any, params: Params) -> Any:
-    """A full-tree mask cut to the leaves ``partition`` gives this branch (others are
-    :class:`~funcopt.MaskedNode`); a function mask is called on that tree directly."""
-    if callable(mask):
-        return mask(params)
-    return jax.tree.map(
-        lambda keep, x: x if isinstance(x, wrappers.MaskedNode) else keep,
-        mask,
-        params,
-        is_leaf=lambda x: isinstance(x, wrappers.MaskedNode),
-    )
-
-
 @cached_factory
 def muon(
     learning_rate: ScalarOrSchedule,
@@ -367,12 +353,7 @@ def muon(
             preconditioning=preconditioning,
         ),
         scale_by_shape(consistent_rms),
-        add_decayed_weights(
-            weight_decay,
-            None
-            if weight_decay_mask is None
-            else functools.partial(_mask_for_partition, weight_decay_mask),
-        ),
+        add_decayed_weights(weight_decay, weight_decay_mask),
         scale_by_learning_rate(learning_rate),
     )
     adam_lr = learning_rate if adam_learning_rate is None else adam_learning_rate

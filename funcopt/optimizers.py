@@ -314,7 +314,6 @@ def adam(
         >>> funcopt.apply_updates(params, updates)["w"].round(4)
         Array([ 0.9, -1.9], dtype=float32)
     """
-    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype),  # m̂ / (sqrt(v̂) + ε)
         scale_by_learning_rate(learning_rate),  # θ ← θ − η ·
@@ -361,7 +360,6 @@ def adamw(
         >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η (sign(g) + λ θ)
         [0.85, -1.8]
     """
-    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype),  # m̂ / (sqrt(v̂) + ε)
         add_decayed_weights(weight_decay, mask),  # + λ θ
@@ -474,7 +472,6 @@ def nadam(
         >>> [round(x, 4) for x in params["w"].tolist()]  # first step 1.4737 η: see scale_by_nadam
         [0.8526, -1.8526]
     """
-    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_nadam(b1, b2, eps, eps_root, mu_dtype), scale_by_learning_rate(learning_rate)
     )
@@ -518,7 +515,6 @@ def nadamw(
         >>> [round(x, 4) for x in params["w"].tolist()]  # θ − 0.1 (1.4737 sign(g) + 0.5 θ)
         [0.8026, -1.7526]
     """
-    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_nadam(b1, b2, eps, eps_root, mu_dtype),
         add_decayed_weights(weight_decay, mask),  # + λ θ
@@ -634,7 +630,6 @@ def adamax(
         >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η sign(g) at the first step
         [0.9, -1.9]
     """
-    check_decays(b1=b1, b2=b2)
     return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
@@ -668,7 +663,6 @@ def adamaxw(
         >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η (sign(g) + λ θ)
         [0.85, -1.8]
     """
-    check_decays(b1=b1, b2=b2)
     return chain(
         scale_by_adamax(b1, b2, eps),
         add_decayed_weights(weight_decay, mask),
@@ -842,7 +836,6 @@ def radam(
         >>> [round(x, 4) for x in params["w"].tolist()]  # ρ₁ = 1 < 5: θ − η m̂₁ = θ − η g
         [0.8, -1.6]
     """
-    check_decays(b1=b1, b2=b2)
     adaptive = (scale_by_nadam if nesterov else scale_by_adam)(b1, b2, eps, eps_root)
     return chain(
         rectify(adaptive, _debiased_momentum(b1, nesterov=nesterov), b2, threshold),

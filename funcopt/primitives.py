@@ -31,6 +31,7 @@ from funcopt.base import (
     check_nonnegative,
     compute_dtype,
     identity,
+    is_masked_node,
     new_count,
     safe_increment,
     tree_map,
@@ -497,8 +498,19 @@ Mask = Any
 
 
 def resolve_mask(mask: Mask, params: Params) -> Any:
-    """The mask as a pytree of bools: ``mask(params)`` if it is a function."""
-    return mask(params) if callable(mask) else mask
+    """The mask as a pytree of bools: ``mask(params)`` if it is a function.
+
+    Inside ``partition``/``masked`` the params hold :class:`~funcopt.MaskedNode`
+    placeholders where other transforms own the leaves; a mask given for the full tree is
+    cut to match (a mask that does not fit is returned as is, for the caller's structure
+    check to report with its path).
+    """
+    if callable(mask):
+        return mask(params)
+    try:
+        return jax.tree.map(lambda keep, x: x if is_masked_node(x) else keep, mask, params)
+    except ValueError:
+        return mask
 
 
 @cached_factory

@@ -25,6 +25,7 @@ import numpy as np
 from funcopt import stepping
 from funcopt.base import (
     GradientTransformation,
+    MaskedNode,
     OptState,
     Params,
     Updates,
@@ -93,10 +94,6 @@ def named_chain(*transforms: tuple[str, Any]) -> GradientTransformation:
 
 
 # ---- masking -----------------------------------------------------------------------------
-
-
-class MaskedNode(NamedTuple):
-    """Stands in for a subtree that a masked inner transform must not see (no leaves)."""
 
 
 class MaskedState(NamedTuple):

@@ -674,3 +674,24 @@ def test_periodic_update_rejects_a_period_below_one(period):
     new, old = {"w": jnp.ones(2)}, {"w": jnp.zeros(2)}
     with pytest.raises(funcopt.HyperParameterError, match=rf"update_period={period}"):
         funcopt.periodic_update(new, old, jnp.asarray(4), period)
+
+
+def test_full_tree_decay_mask_inside_partition():
+    """An inner adamw's mask may be given for the whole tree: inside ``partition`` it is cut
+    to the leaves that branch owns (equal to the same mask as a function)."""
+    params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3), "emb": jnp.ones((4, 2))}
+    grads = jax.tree.map(lambda x: 0.1 * x, params)
+    labels = {"w": "adam", "b": "adam", "emb": "sgd"}
+    full = {"w": True, "b": False, "emb": True}
+
+    def run(mask):
+        tx = funcopt.partition(
+            {"adam": funcopt.adamw(0.1, weight_decay=0.5, mask=mask), "sgd": funcopt.sgd(0.1)},
+            labels,
+        )
+        return tx.update(grads, tx.init(params), params)[0]
+
+    got = run(full)
+    want = run(lambda p: {"w": True, "b": False, "emb": p["emb"]})
+    chex.assert_trees_all_equal(got, want)
+    assert not np.allclose(got["w"], got["b"][None, :])  # w decays, b does not
