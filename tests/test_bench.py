@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 
@@ -59,3 +60,15 @@ def test_unknown_option_is_an_error():
     with pytest.raises(SystemExit) as exc:
         bench.main(["--no-such-option"])
     assert exc.value.code != 0
+
+
+def test_interleaving_varies_the_neighbours():
+    # Each implementation must follow several different ones across rounds; a rotated
+    # fixed order (the first bench's) gives every one a single predecessor.
+    names = list(bench.IMPLS)
+    rounds = bench.interleaved(names, 9)
+    assert all(sorted(r) == sorted(names) for r in rounds)
+    flat = [name for r in rounds for name in r]
+    before = {name: {a for a, b in itertools.pairwise(flat) if b == name} for name in names}
+    assert all(len(p) >= 3 for p in before.values()), before
+    assert bench.interleaved(names, 9) == rounds  # reproducible
