@@ -68,6 +68,7 @@ class Cell(NamedTuple):
     peak_mib: float
     peak_ratio: float
     mem_source: str
+    plan_ratio: float | None = None
 
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -172,11 +173,13 @@ class _Impl:
         compile_fn: Callable[[], float | None],
         step_fn: Callable[[], None],
         resident_bytes: int,
+        plan_fn: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.name = name
         self.compile = compile_fn
         self.step = step_fn
         self.resident_bytes = resident_bytes
+        self.plan = plan_fn
         self.times: list[float] = []
 
 
@@ -197,8 +200,9 @@ def _nbytes(tree: Any) -> int:
 
 def _compiled_runner(
     fn: Any, args: list[Any], n_donated: int
-) -> tuple[Callable[[], float], Callable[[], None]]:
-    """compile() times ``fn.lower(*args).compile()``; step() runs it and rebinds outputs."""
+) -> tuple[Callable[[], float], Callable[[], None], Callable[[], int | None]]:
+    """compile() times ``fn.lower(*args).compile()``; step() runs it and rebinds outputs;
+    plan() is the bytes XLA's buffer assignment holds at once (see :func:`planned_bytes`)."""
     holder: dict[str, Any] = {}
 
     def compile_() -> float:
@@ -211,7 +215,23 @@ def _compiled_runner(
         jax.block_until_ready(out)
         args[:n_donated] = out[:n_donated]
 
-    return compile_, step
+    return compile_, step, lambda: planned_bytes(holder["c"])
+
+
+def planned_bytes(compiled: Any) -> int | None:
+    """What a compiled step holds at once by XLA's own buffer assignment: its arguments,
+    the outputs that do not reuse a donated argument, and the temporaries (gradients,
+    saved activations, copies). Exact and repeatable, unlike a process's RSS; ``None``
+    where the backend gives no memory analysis."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return int(
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )
 
 
 def _adam_impls(w: Workload, names: Sequence[str]) -> list[_Impl]:
@@ -254,8 +274,8 @@ def _adam_impls(w: Workload, names: Sequence[str]) -> list[_Impl]:
             fn = jax.jit(tree_step, donate_argnums=donate)
             args = [params, state, grads]
         resident = sum(_nbytes(a) for a in args)
-        compile_, step = _compiled_runner(fn, args, 2)
-        impls.append(_Impl(name, compile_, step, resident))
+        compile_, step, plan = _compiled_runner(fn, args, 2)
+        impls.append(_Impl(name, compile_, step, resident, plan))
     return impls
 
 
@@ -363,8 +383,8 @@ def _train_impls(w: Workload, names: Sequence[str], cfg: dict[str, Any]) -> list
             fn = jax.jit(optax_step, donate_argnums=(0, 1) if name == BASELINE else ())
             args = [params, otx.init(params), *batch]
         resident = _nbytes(args[:2])
-        compile_, step = _compiled_runner(fn, args, 2)
-        impls.append(_Impl(name, compile_, step, resident))
+        compile_, step, plan = _compiled_runner(fn, args, 2)
+        impls.append(_Impl(name, compile_, step, resident, plan))
     return impls
 
 
@@ -510,6 +530,7 @@ def run(
 
             extra = memory.measure(three)
             med = medians[impl.name]
+            plan = impl.plan()
             cells.append(
                 Cell(
                     workload=w.name,
@@ -523,6 +544,7 @@ def run(
                     peak_mib=extra / 2**20,
                     peak_ratio=(impl.resident_bytes + extra) / live,
                     mem_source=memory.source,
+                    plan_ratio=None if plan is None else plan / live,
                 )
             )
         if progress is not None:
@@ -543,6 +565,41 @@ def run(
     return cells, meta
 
 
+COLUMNS = (
+    "workload",
+    "impl",
+    "ratio",
+    "step ms",
+    "compile s",
+    "BW",
+    "peak MiB",
+    "peak ×",
+    "plan ×",
+)
+
+
+def _rows(cells: Sequence[Cell]) -> list[list[str]]:
+    """The cells formatted as strings in :data:`COLUMNS` order, the workload name on the
+    first row of its group only."""
+    rows, last = [], None
+    for c in cells:
+        rows.append(
+            [
+                c.workload if c.workload != last else "",
+                c.impl,
+                f"{c.ratio:.2f}",
+                f"{c.step_ms:.3f}",
+                "—" if c.compile_s is None else f"{c.compile_s:.2f}",
+                f"{c.bandwidth_frac:.2f}",
+                f"{c.peak_mib:.1f}",
+                f"{c.peak_ratio:.2f}",
+                "—" if c.plan_ratio is None else f"{c.plan_ratio:.2f}",
+            ]
+        )
+        last = c.workload
+    return rows
+
+
 def table(cells: Sequence[Cell], meta: dict[str, Any]) -> Any:
     """The results as a ``rich.table.Table``."""
     from rich.table import Table
@@ -552,25 +609,21 @@ def table(cells: Sequence[Cell], meta: dict[str, Any]) -> Any:
         f"copy bandwidth {meta['copy_bandwidth_GBps']:.1f} GB/s)",
         caption=f"ratio: step time / {BASELINE} in the same run; BW: minimum Adam traffic "
         "(28 B/param) / step time, as a fraction of the measured in-place bandwidth; "
-        "peak: extra memory during 3 steps, and (resident + extra) / (params + grads + state)",
+        "peak: extra memory during 3 steps, and (resident + extra) / (params + grads + state); "
+        "plan ×: the same ratio from XLA's buffer assignment (JAX only)",
     )
-    for col in ("workload", "impl", "step ms", "ratio", "compile s", "BW", "peak MiB", "peak ×"):
+    for col in COLUMNS:
         t.add_column(col, justify="left" if col in ("workload", "impl") else "right")
-    last = None
-    for c in cells:
-        t.add_row(
-            c.workload if c.workload != last else "",
-            c.impl,
-            f"{c.step_ms:.3f}",
-            f"{c.ratio:.2f}",
-            "—" if c.compile_s is None else f"{c.compile_s:.2f}",
-            f"{c.bandwidth_frac:.2f}",
-            f"{c.peak_mib:.1f}",
-            f"{c.peak_ratio:.2f}",
-            end_section=False,
-        )
-        last = c.workload
+    for row in _rows(cells):
+        t.add_row(*row, end_section=False)
     return t
+
+
+def markdown(cells: Sequence[Cell]) -> str:
+    """The results as a Markdown table (what ``docs/performance.md`` shows)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "| --- | --- |" + " ---: |" * (len(COLUMNS) - 2)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(cells)]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -583,6 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", help="only these workload names")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default by size)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(list(argv) if argv is not None else None)
     size_name = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -604,7 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rounds=args.rounds,
                 progress=progress,
             )
-    console.print(table(cells, meta))
+    if args.markdown:
+        print(markdown(cells))
+    else:
+        console.print(table(cells, meta))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "cells": [c._asdict() for c in cells]}, f, indent=1)

@@ -12,7 +12,7 @@ import pytest
 from funcopt import bench
 from funcopt.__main__ import main as cli
 
-IMPLS = ["funcopt tree", "funcopt packed", "optax donated", "torch fused"]
+IMPLS = ["funcopt tree", "funcopt packed", "optax", "optax donated", "torch fused"]
 WORKLOADS = ["adam 20×1k", "train MLP"]
 
 
@@ -27,7 +27,7 @@ def results(tmp_path_factory):
 def test_every_cell_is_measured(results):
     cells = results["cells"]
     have_torch = importlib.util.find_spec("torch") is not None
-    expected = IMPLS if have_torch else IMPLS[:3]
+    expected = IMPLS if have_torch else IMPLS[:4]
     assert [(c["workload"], c["impl"]) for c in cells] == [
         (w, i) for w in WORKLOADS for i in expected
     ]
@@ -53,7 +53,22 @@ def test_table_has_one_row_per_cell(results):
     cells = [bench.Cell(**c) for c in results["cells"]]
     t = bench.table(cells, results["meta"])
     assert t.row_count == len(cells)
-    assert [c.header for c in t.columns][:4] == ["workload", "impl", "step ms", "ratio"]
+    assert [c.header for c in t.columns][:4] == ["workload", "impl", "ratio", "step ms"]
+    md = bench.markdown(cells).splitlines()
+    assert len(md) == len(cells) + 2 and md[0].startswith("| workload | impl | ratio |")
+    assert all(line.count("|") == len(bench.COLUMNS) + 1 for line in md)
+
+
+def test_buffer_plan_counts_donation(results):
+    # An Adam step holds p, g, m, v (the live set). Donated, its outputs reuse p, m, v:
+    # 1x. Not donated, XLA allocates new p, m and v beside them: 7/4 = 1.75x. (Within 1%:
+    # the step counts and scalar temporaries take a few hundred aligned bytes.)
+    plan = {(c["workload"], c["impl"]): c["plan_ratio"] for c in results["cells"]}
+    assert plan["adam 20×1k", "optax donated"] == pytest.approx(1.0, abs=0.01)
+    assert plan["adam 20×1k", "funcopt tree"] == pytest.approx(1.0, abs=0.01)
+    assert plan["adam 20×1k", "funcopt packed"] == pytest.approx(1.0, abs=0.01)
+    assert plan["adam 20×1k", "optax"] == pytest.approx(1.75, abs=0.01)
+    assert plan.get(("adam 20×1k", "torch fused")) is None
 
 
 def test_unknown_option_is_an_error():
