@@ -18,7 +18,7 @@ where the backend reports it, else the process's peak RSS (``VmHWM`` after reset
 it through ``/proc/self/clear_refs``) above the resident set before the steps; the
 ``mem`` column says which.
 
-Run ``python -m funcopt bench`` (a few minutes), ``--quick`` (about 40 s) or ``--tiny``
+Run ``python -m funcopt bench`` (a few minutes), ``--quick`` (about 45 s) or ``--tiny``
 (seconds, for the tests); ``--json PATH`` saves the results.
 """
 
@@ -630,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``funcopt bench``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="funcopt bench", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds (~40 s)")
+    size.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds (~45 s)")
     size.add_argument("--tiny", action="store_true", help="a few seconds (used by the tests)")
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--workloads", nargs="+", help="only these workload names")
