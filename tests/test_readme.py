@@ -47,3 +47,18 @@ def test_composition_snippets_build_working_transforms():
         tx = namespace["tx"]
         updates, _ = tx.update(params, tx.init(params), params)
         assert updates["w"].shape == (3,)
+
+
+def test_speed_snippet_runs_the_quick_start_model():
+    namespace: dict = {}
+    exec(_blocks()[0], namespace)
+    block = next(b for b in _blocks() if "make_packed_train_step" in b)
+    exec(block, namespace)
+    x = jnp.arange(12.0).reshape(4, 3) / 10
+    y = x @ jnp.array([[1.0], [-2.0], [0.5]]) + 0.3
+    packed, state = namespace["packed"], namespace["state"]
+    losses = []
+    for _ in range(200):
+        packed, state, value = namespace["step"](packed, state, x, y)
+        losses.append(float(value))
+    assert losses[-1] < 0.01 * losses[0]
