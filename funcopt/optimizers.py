@@ -18,6 +18,7 @@ from funcopt.base import (
     cached_factory,
     chain,
     check_decays,
+    compute_dtype,
     identity,
 )
 from funcopt.primitives import (
@@ -101,7 +102,9 @@ def gd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
 
 
 @cached_factory
-def gdm(learning_rate: ScalarOrSchedule, momentum: float = 0.0) -> GradientTransformation:
+def gdm(
+    learning_rate: ScalarOrSchedule, momentum: float = 0.0, mu_dtype: Any = None
+) -> GradientTransformation:
     r"""The chapter's gradient descent with (damped) momentum.
 
     $$ m_t = \beta\, m_{t-1} + (1 - \beta)\, g_t, \qquad \theta_{t+1} = \theta_t - \eta\, m_t $$
@@ -113,6 +116,7 @@ def gdm(learning_rate: ScalarOrSchedule, momentum: float = 0.0) -> GradientTrans
         learning_rate: η ≥ 0, a number or a schedule.
         momentum: β in ``[0, 1)``, decay of the damped average ``m`` (``m_0 = 0``); 0 is
             plain gradient descent.
+        mu_dtype: dtype ``m`` is stored in (default: the parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -124,7 +128,7 @@ def gdm(learning_rate: ScalarOrSchedule, momentum: float = 0.0) -> GradientTrans
     """
     check_decays(momentum=momentum)
     return chain(
-        scale_by_momentum(momentum, damped=True),  # m = β m + (1 − β) g
+        scale_by_momentum(momentum, damped=True, moment_dtype=mu_dtype),  # m = β m + (1 − β) g
         scale_by_learning_rate(learning_rate),  # θ ← θ − η m
     )
 
@@ -181,6 +185,7 @@ def rmsprop(
     momentum: float | None = None,
     nesterov: bool = False,
     bias_correction: bool = False,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RMSProp: normalise each coordinate by the RMS of its recent gradients.
 
@@ -204,6 +209,8 @@ def rmsprop(
         momentum: β in ``[0, 1)`` of a heavy-ball trace of the scaled steps, or ``None``.
         nesterov: use the Nesterov look-ahead of that trace.
         bias_correction: divide ``v`` (and ``m`` when centered) by ``1 − βᵗ``.
+        mu_dtype: dtype the momentum trace is stored in (default: the parameter's); ``v``
+            stays in at least float32.
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -225,7 +232,7 @@ def rmsprop(
     return chain(
         precondition,  # g / sqrt(v + ε)
         scale_by_learning_rate(learning_rate),  # −η ·
-        scale_by_momentum(momentum, damped=False, nesterov=nesterov)
+        scale_by_momentum(momentum, damped=False, nesterov=nesterov, moment_dtype=mu_dtype)
         if momentum is not None
         else identity(),
     )
@@ -384,7 +391,7 @@ def _second_moment(b2: float, debiased: bool = True) -> Any:
     """``v̂ = v / (1 − β₂ᵗ)`` with ``v`` the EMA of ``g²`` (``v`` itself if not debiased)."""
     return chain(
         square(),  # g²
-        scale_by_momentum(b2, damped=True),  # v = β₂ v + (1 − β₂) g²
+        scale_by_momentum(b2, damped=True, moment_dtype=compute_dtype),  # v = β₂ v + (1 − β₂) g²
         bias_correction(b2) if debiased else identity(),  # v̂ = v / (1 − β₂ᵗ)
     )
 
@@ -581,7 +588,7 @@ def amsgrad(
 
 @cached_factory
 def scale_by_adamax(
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, mu_dtype: Any = None
 ) -> GradientTransformation:
     r"""Adamax's direction: bias-corrected momentum over the decayed infinity norm.
 
@@ -591,6 +598,7 @@ def scale_by_adamax(
         b1: β₁ in ``[0, 1)``, decay of the (bias-corrected) first moment.
         b2: β₂ in ``[0, 1)``, decay of the infinity norm ``u`` (``u_0 = 0``).
         eps: ε ≥ 0 added to ``|g|`` inside the maximum, which keeps ``u`` positive.
+        mu_dtype: dtype the first moment ``m`` is stored in (default: the parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -601,12 +609,16 @@ def scale_by_adamax(
         [1.0, -1.0]
     """
     check_decays(b1=b1, b2=b2)
-    return divide(infinity_moment(b2, eps), _debiased_momentum(b1), sqrt=False)
+    return divide(infinity_moment(b2, eps), _debiased_momentum(b1, mu_dtype), sqrt=False)
 
 
 @cached_factory
 def adamax(
-    learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Adamax (Kingma & Ba, 2015, §7.1): Adam with the infinity norm in place of ``v``.
 
@@ -620,6 +632,7 @@ def adamax(
         b1: β₁ in ``[0, 1)``, decay of the first moment.
         b2: β₂ in ``[0, 1)``, decay of the infinity norm ``u``.
         eps: ε ≥ 0 added to ``|g|`` inside the maximum.
+        mu_dtype: dtype the first moment ``m`` is stored in (default: the parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -630,7 +643,7 @@ def adamax(
         >>> [round(x, 4) for x in params["w"].tolist()]  # θ − η sign(g) at the first step
         [0.9, -1.9]
     """
-    return chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
+    return chain(scale_by_adamax(b1, b2, eps, mu_dtype), scale_by_learning_rate(learning_rate))
 
 
 @cached_factory
@@ -641,6 +654,7 @@ def adamaxw(
     eps: float = 1e-8,
     weight_decay: float = 1e-4,
     mask: Mask | None = None,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Adamax with decoupled weight decay: $\theta \leftarrow \theta - \eta(\text{adamax} +
     \lambda\theta)$. Equal to ``optax.adamaxw``.
@@ -653,6 +667,7 @@ def adamaxw(
         weight_decay: λ ≥ 0; the decay is multiplied by η like the rest of the step.
         mask: which leaves decay: a pytree of bools shaped like the params, or a function
             of the params returning one; ``None`` decays every leaf.
+        mu_dtype: dtype the first moment ``m`` is stored in (default: the parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -664,7 +679,7 @@ def adamaxw(
         [0.85, -1.8]
     """
     return chain(
-        scale_by_adamax(b1, b2, eps),
+        scale_by_adamax(b1, b2, eps, mu_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
@@ -744,7 +759,9 @@ def adadelta(
     check_decays(rho=rho)
     return chain(
         add_decayed_weights(weight_decay, weight_decay_mask),  # g + λ θ
-        divide(chain(square(), scale_by_momentum(rho)), eps_root=eps),  # g / sqrt(v + ε)
+        divide(
+            chain(square(), scale_by_momentum(rho, moment_dtype=compute_dtype)), eps_root=eps
+        ),  # g / sqrt(v + ε), v in at least float32
         scale_by_delta_rms(rho, eps),  # · sqrt(x + ε)
         scale_by_learning_rate(1.0 if learning_rate is None else learning_rate),
     )
@@ -759,6 +776,7 @@ def adabelief(
     eps_root: float = 1e-16,
     *,
     nesterov: bool = False,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""AdaBelief (Zhuang et al., 2020): Adam with the variance of the surprise ``g − m``.
 
@@ -775,6 +793,8 @@ def adabelief(
         eps: ε ≥ 0 added outside the root.
         eps_root: ε ≥ 0 added to ``s`` at every step (it accumulates, as in the paper).
         nesterov: use NAdam's look-ahead numerator (keyword only).
+        mu_dtype: dtype both copies of ``m`` are stored in (default: the parameter's;
+            keyword only).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -788,8 +808,8 @@ def adabelief(
     check_decays(b1=b1, b2=b2)
     return chain(
         divide(
-            chain(belief_moment(b1, b2, eps_root), bias_correction(b2)),  # ŝ
-            _debiased_momentum(b1, nesterov=nesterov),  # m̂
+            chain(belief_moment(b1, b2, eps_root, mu_dtype), bias_correction(b2)),  # ŝ
+            _debiased_momentum(b1, mu_dtype, nesterov=nesterov),  # m̂
             eps=eps,
         ),
         scale_by_learning_rate(learning_rate),
@@ -806,6 +826,7 @@ def radam(
     threshold: float = 5.0,
     *,
     nesterov: bool = False,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""RAdam (Liu et al., 2020): Adam whose step is rectified by :func:`rectify`.
 
@@ -826,6 +847,8 @@ def radam(
         threshold: smallest ``ρ_t`` that takes the adaptive step (5 as optax, 4 in the
             paper); below it the step is the bias-corrected momentum ``m̂``.
         nesterov: use NAdam's look-ahead numerator in both branches (keyword only).
+        mu_dtype: dtype both copies of ``m`` are stored in (default: the parameter's;
+            keyword only).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -836,16 +859,20 @@ def radam(
         >>> [round(x, 4) for x in params["w"].tolist()]  # ρ₁ = 1 < 5: θ − η m̂₁ = θ − η g
         [0.8, -1.6]
     """
-    adaptive = (scale_by_nadam if nesterov else scale_by_adam)(b1, b2, eps, eps_root)
+    adaptive = (scale_by_nadam if nesterov else scale_by_adam)(b1, b2, eps, eps_root, mu_dtype)
     return chain(
-        rectify(adaptive, _debiased_momentum(b1, nesterov=nesterov), b2, threshold),
+        rectify(adaptive, _debiased_momentum(b1, mu_dtype, nesterov=nesterov), b2, threshold),
         scale_by_learning_rate(learning_rate),
     )
 
 
 @cached_factory
 def yogi(
-    learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-3,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Yogi (Zaheer et al., 2018): Adam with an additive second-moment update.
 
@@ -861,6 +888,7 @@ def yogi(
         b1: β₁ in ``[0, 1)``, decay of the first moment.
         b2: β₂ in ``[0, 1)``, rate of the additive second moment ``v``.
         eps: ε ≥ 0 added outside the root (larger than Adam's by default).
+        mu_dtype: dtype the first moment ``m`` is stored in (default: the parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -875,7 +903,7 @@ def yogi(
     return chain(
         divide(
             chain(yogi_moment(b2, 1e-6), bias_correction(b2)),  # v̂
-            _debiased_momentum(b1),  # m̂
+            _debiased_momentum(b1, mu_dtype),  # m̂
             eps=eps,
         ),
         scale_by_learning_rate(learning_rate),
@@ -990,6 +1018,7 @@ def lamb(
     eps_root: float = 0.0,
     weight_decay: float = 0.0,
     mask: Mask | None = None,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""LAMB (You et al., 2020): AdamW's step rescaled per layer by the trust ratio.
 
@@ -1007,6 +1036,7 @@ def lamb(
         weight_decay: λ ≥ 0, added to Adam's direction before the trust ratio.
         mask: which leaves decay: a pytree of bools shaped like the params, or a function
             of the params returning one; ``None`` decays every leaf.
+        mu_dtype: dtype the first moment ``m`` is stored in (default: the parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -1018,7 +1048,7 @@ def lamb(
     """
     check_decays(b1=b1, b2=b2)
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root),
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_trust_ratio(),
         scale_by_learning_rate(learning_rate),
@@ -1035,6 +1065,7 @@ def lars(
     trust_ratio_mask: Any = True,
     momentum: float = 0.9,
     nesterov: bool = False,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""LARS (You et al., 2017): heavy-ball SGD on layer-wise trust-ratio-scaled steps.
 
@@ -1055,6 +1086,7 @@ def lars(
         trust_ratio_mask: which leaves are rescaled, as ``weight_decay_mask``.
         momentum: β in ``[0, 1)`` of the heavy-ball trace ``m``.
         nesterov: use the Nesterov look-ahead of that trace.
+        mu_dtype: dtype ``m`` is stored in (default: the parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -1072,7 +1104,7 @@ def lars(
             scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps), trust_ratio_mask
         ),
         scale_by_learning_rate(learning_rate),
-        scale_by_momentum(momentum, damped=False, nesterov=nesterov),
+        scale_by_momentum(momentum, damped=False, nesterov=nesterov, moment_dtype=mu_dtype),
     )
 
 
@@ -1123,6 +1155,7 @@ def novograd(
     eps: float = 1e-6,
     eps_root: float = 0.0,
     weight_decay: float = 0.0,
+    mu_dtype: Any = None,
 ) -> GradientTransformation:
     r"""NovoGrad (Ginsburg et al., 2019): layer-wise normalised heavy-ball momentum.
 
@@ -1139,6 +1172,7 @@ def novograd(
         eps: ε ≥ 0 added outside the root.
         eps_root: ε ≥ 0 added inside the root.
         weight_decay: λ ≥ 0 of the ``λ θ`` added to the normalised gradient (every leaf).
+        mu_dtype: dtype ``m`` is stored in (default: the parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -1153,7 +1187,7 @@ def novograd(
     return chain(
         scale_by_layerwise_rms(b2, eps, eps_root),  # g / (sqrt(ν) + ε)
         add_decayed_weights(weight_decay),  # + λ θ
-        scale_by_momentum(b1, damped=False),  # m = β₁ m + ·
+        scale_by_momentum(b1, damped=False, moment_dtype=mu_dtype),  # m = β₁ m + ·
         scale_by_learning_rate(learning_rate),
     )
 

@@ -30,13 +30,22 @@ from funcopt.base import (
     check_decay,
     check_nonnegative,
     check_range,
+    compute_dtype,
     identity,
     new_count,
     safe_increment,
     tree_map,
     zeros_like,
 )
-from funcopt.primitives import coef, debias, ema, require_params, store, up
+from funcopt.primitives import (
+    coef,
+    debias,
+    ema,
+    require_params,
+    second_moment_zeros,
+    store,
+    up,
+)
 
 __all__ = [
     "BeliefMomentState",
@@ -92,12 +101,14 @@ def _moment(state_type: Any, leaf: Any, fill: float = 0.0) -> GradientTransforma
     """A transform keeping one buffer ``s`` per leaf: ``s ← leaf(g, s)``, output ``s``.
 
     ``state_type`` is a one-field ``NamedTuple``; ``s_0`` is ``fill``; the output is ``s``
-    in the update's dtype.
+    in the update's dtype. Every such ``s`` here (a maximum, a sum or average of squares)
+    is kept in at least float32, like :func:`funcopt.scale_by_rms`'s ``v``: in bfloat16,
+    ``β s`` or ``s + g²`` with small ``g`` rounds back to ``s``.
     """
     (field,) = state_type._fields
 
     def init(params: Params) -> Any:
-        return state_type(zeros_like(params, fill=fill))
+        return state_type(second_moment_zeros(params, None, fill))
 
     def update(updates: Updates, state: Any, params: Params | None = None) -> tuple[Updates, Any]:
         del params
@@ -405,7 +416,7 @@ class BeliefMomentState(NamedTuple):
 
 @cached_factory
 def belief_moment(
-    b1: float = 0.9, b2: float = 0.999, eps_root: float = 1e-16
+    b1: float = 0.9, b2: float = 0.999, eps_root: float = 1e-16, moment_dtype: Any = None
 ) -> GradientTransformation:
     r"""AdaBelief's second moment: the EMA of the squared surprise ``(g − m)²``.
 
@@ -419,6 +430,8 @@ def belief_moment(
         b1: β₁ in ``[0, 1)`` of the prediction ``m``.
         b2: β₂ in ``[0, 1)`` of ``s``.
         eps_root: ε ≥ 0 added to ``s`` at every step (accumulates, as in the paper).
+        moment_dtype: dtype ``m`` is stored in (default: the parameter's; ``s`` keeps the
+            parameter's).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -434,7 +447,9 @@ def belief_moment(
     check_nonnegative("eps_root", eps_root)
 
     def init(params: Params) -> BeliefMomentState:
-        return BeliefMomentState(m=zeros_like(params), s=zeros_like(params))
+        return BeliefMomentState(
+            m=zeros_like(params, moment_dtype), s=second_moment_zeros(params, None)
+        )
 
     def update(
         updates: Updates, state: BeliefMomentState, params: Params | None = None
@@ -563,7 +578,7 @@ def scale_by_delta_rms(rho: float = 0.9, eps: float = 1e-6) -> GradientTransform
     check_nonnegative("eps", eps)
 
     def init(params: Params) -> DeltaRmsState:
-        return DeltaRmsState(zeros_like(params))
+        return DeltaRmsState(second_moment_zeros(params, None))
 
     def update(
         updates: Updates, state: DeltaRmsState, params: Params | None = None
@@ -625,7 +640,7 @@ def scale_by_layerwise_rms(
 
     def init(params: Params) -> LayerwiseRmsState:
         return LayerwiseRmsState(
-            nu=jax.tree.map(lambda p: jnp.zeros([], jnp.result_type(p)), params),
+            nu=jax.tree.map(lambda p: jnp.zeros([], compute_dtype(jnp.result_type(p))), params),
             count=new_count(),
         )
 
@@ -735,7 +750,7 @@ def scale_by_factored_rms(
 
     def init(params: Params) -> FactoredState:
         def buffers(p: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-            dtype, shape = jnp.result_type(p), jnp.shape(p)
+            dtype, shape = compute_dtype(jnp.result_type(p)), jnp.shape(p)
             placeholder = jnp.zeros((1,), dtype)
             d = dims(p)
             if d is None:

@@ -267,3 +267,53 @@ def test_factored_rms_decay_saturates_at_the_top_count():
     state = tx.init(g)._replace(count=jnp.asarray(np.iinfo(np.int32).max, jnp.int32))
     out, state = tx.update(g, state)
     assert np.all(np.isfinite(np.asarray(out))) and int(state.count) == np.iinfo(np.int32).max
+
+
+# ---- accumulators of squares and maxima stay in float32 for bf16 parameters ----------
+
+SQUARE_STATES = [
+    ("sum_of_squares", lambda: funcopt.sum_of_squares(0.1)),
+    ("yogi_moment", lambda: funcopt.yogi_moment(0.999)),
+    ("infinity_moment", lambda: funcopt.infinity_moment(0.999)),
+    ("running_max", funcopt.running_max),
+    ("belief_moment", lambda: funcopt.belief_moment(0.9, 0.999)),
+    ("scale_by_delta_rms", lambda: funcopt.scale_by_delta_rms(0.9)),
+    ("scale_by_factored_rms", funcopt.scale_by_factored_rms),
+    ("scale_by_layerwise_rms", lambda: funcopt.scale_by_layerwise_rms(0.9)),
+    ("adadelta", lambda: funcopt.adadelta(1.0)),
+    ("amsgrad", lambda: funcopt.amsgrad(0.1)),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), SQUARE_STATES, ids=[n for n, _ in SQUARE_STATES])
+def test_square_accumulators_are_float32_for_bf16_params(name, make):
+    params = {"w": jnp.ones((8, 8), jnp.bfloat16), "b": jnp.ones(8, jnp.bfloat16)}
+    tx = make()
+    state = tx.init(params)
+    grads = jax.tree.map(lambda p: p * 0.5, params)
+    updates, new = jax.jit(tx.update)(grads, state, params)
+    assert {x.dtype for x in jax.tree.leaves(updates)} == {jnp.dtype(jnp.bfloat16)}
+    old_dtypes = [x.dtype for x in jax.tree.leaves(state)]
+    assert [x.dtype for x in jax.tree.leaves(new)] == old_dtypes  # stable across steps
+    # Only a first moment may be bf16 (belief_moment and amsgrad keep one); the rest ≥ f32.
+    first_moments = {"belief_moment": 1, "amsgrad": 1}.get(name, 0)
+    low = [x for x in jax.tree.leaves(new) if x.dtype == jnp.bfloat16 and x.ndim > 0]
+    assert len(low) == first_moments * len(jax.tree.leaves(params))
+
+
+def test_bf16_params_small_increments_and_decays_are_not_lost():
+    # In bf16, 1 + 0.001 rounds to 1 and 0.999 · 1 rounds to 1: the accumulators would
+    # never move. Kept in float32 they follow the equations.
+    p = jnp.zeros(3, jnp.bfloat16)
+    tx = funcopt.sum_of_squares(initial_accumulator_value=1.0)
+    state = tx.init(p)
+    small = jnp.full(3, 0.03125, jnp.bfloat16)  # g² = 2⁻¹⁰, exact in bf16
+    for _ in range(10):
+        _, state = tx.update(small, state)
+    np.testing.assert_allclose(state.sum_of_squares, 1 + 10 * 2.0**-10, rtol=1e-6)
+
+    tx = funcopt.infinity_moment(decay=0.999, eps=0.0)
+    _, state = tx.update(jnp.ones(3, jnp.bfloat16), tx.init(p))
+    for _ in range(10):
+        _, state = tx.update(jnp.zeros(3, jnp.bfloat16), state)
+    np.testing.assert_allclose(state.nu, 0.999**10, rtol=1e-5)
