@@ -15,8 +15,9 @@ machine's own in-place bandwidth is measured in the same run too, and each step'
 *minimum* traffic (28 bytes per fp32 parameter for Adam: read p, g, m, v; write p, m, v)
 is reported as a fraction of it. Peak memory is the device's ``peak_bytes_in_use``
 where the backend reports it, else the process's peak RSS (``VmHWM`` after resetting
-it through ``/proc/self/clear_refs``) above the resident set before the steps; the
-``mem`` column says which.
+it through ``/proc/self/clear_refs``) above the resident set before the steps (the JSON's
+``mem_source`` says which); ``plan ×`` is the same ratio from XLA's own buffer plan
+(:func:`planned_bytes`), exact and repeatable, for the JAX rows.
 
 Run ``python -m funcopt bench`` (a few minutes), ``--quick`` (about 45 s) or ``--tiny``
 (seconds, for the tests); ``--json PATH`` saves the results.

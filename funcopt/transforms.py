@@ -430,8 +430,8 @@ def belief_moment(
         b1: β₁ in ``[0, 1)`` of the prediction ``m``.
         b2: β₂ in ``[0, 1)`` of ``s``.
         eps_root: ε ≥ 0 added to ``s`` at every step (accumulates, as in the paper).
-        moment_dtype: dtype ``m`` is stored in (default: the parameter's; ``s`` keeps the
-            parameter's).
+        moment_dtype: dtype ``m`` is stored in (default: the parameter's); ``s`` is kept in
+            at least float32.
 
     Example:
         >>> import jax.numpy as jnp, funcopt
