@@ -4,10 +4,16 @@
   knows the plural title, and would otherwise render a doctest as plain Markdown (where
   ``x[0]["b"]`` reads as a link).
 * Sphinx roles such as ``:func:`chain``` are shown as inline code.
+* funcopt's transforms and schedules are dataclasses made when their class is defined
+  (by ``funcopt.base.Value``), which static analysis cannot see: each gets the
+  ``__init__`` signature of the real class, so its page shows its arguments and griffe
+  can check the ``Args:`` section against them.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from typing import Any
 
@@ -24,3 +30,27 @@ class DocstringMarkdown(griffe.Extension):
         if obj.docstring is not None:
             value = _SINGULAR.sub(r"\1Examples:", obj.docstring.value)
             obj.docstring.value = _ROLE.sub(r"`\1`", value)
+
+
+class ValueSignatures(griffe.Extension):
+    """Give each ``funcopt.base.Value`` subclass the ``__init__`` of the real class."""
+
+    def on_class_members(self, *, cls: griffe.Class, **kwargs: Any) -> None:
+        try:
+            obj = getattr(importlib.import_module(cls.module.path), cls.name)
+            from funcopt.base import Value
+        except (ImportError, AttributeError):
+            return
+        if not (isinstance(obj, type) and issubclass(obj, Value)) or obj is Value:
+            return
+        params = [
+            griffe.Parameter(
+                p.name,
+                annotation=None if p.annotation is p.empty else str(p.annotation),
+                kind=griffe.ParameterKind(p.kind.description),
+                default=None if p.default is p.empty else repr(p.default),
+            )
+            for p in inspect.signature(obj).parameters.values()
+        ]
+        init = griffe.Function("__init__", parameters=griffe.Parameters(*params))
+        cls.set_member("__init__", init)

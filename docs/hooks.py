@@ -16,17 +16,32 @@ from mkdocs.structure.files import File, Files
 # The order of the reference; any other public module found is appended.
 ORDER = [
     "base",
-    "primitives",
+    "validation",
+    "trees",
+    "lifting",
+    "combine",
+    "moments",
+    "scaling",
+    "preconditioners",
     "optimizers",
-    "transforms",
-    "schedules",
+    "adaptive",
+    "layerwise",
+    "factored",
+    "orthogonal",
+    "schedulefree",
     "clipping",
+    "schedules",
+    "schedules_composite",
     "wrappers",
+    "hyperparams",
+    "accumulation",
+    "averaging",
+    "checkpoints",
     "train",
     "packing",
     "viz",
 ]
-SKIP = {"__main__", "bench"}  # command-line code, not library API
+SKIP = {"__main__", "bench", "bench_workloads", "viz_studies"}  # CLI code; viz re-exports
 
 
 def api_modules() -> list[str]:

@@ -3,7 +3,7 @@
     python examples/quickstart.py [--steps N]
 
 The whole API in four lines: ``tx.init(params)``, ``tx.update(grads, state, params)``,
-``funcopt.apply_updates(params, updates)``, and composing with ```funcopt.chain``.
+``funcopt.apply_updates(params, updates)``, and composing with ``funcopt.chain``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -80,8 +81,8 @@ def main(steps: int = 100) -> float:
         if getattr(leaf, "ndim", 0) == 2:
             print(f"  state{jax.tree_util.keystr(path)}: {leaf.sharding.spec}")
     # Adam's moments are sharded exactly like the weights they belong to.
-    adam_state = state[0]  # adamw = chain(scale_by_adam, add_decayed_weights, lr)
-    for tree in (adam_state.v, adam_state.numerator[0].m):
+    # Read by name, as optax's tools do: the first and second moments of adamw.
+    for tree in (optax.tree_utils.tree_get(state, "mu"), optax.tree_utils.tree_get(state, "nu")):
         for k in specs:
             assert tree[k].sharding.is_equivalent_to(shardings[k], tree[k].ndim), (
                 k,

@@ -8,47 +8,64 @@ primitives that read like the update equations::
     updates, state = tx.update(grads, state, params)
     params = funcopt.apply_updates(params, updates)
 
-Every public name of the submodules is re-exported here; ``funcopt.viz`` (matplotlib)
-is imported on first use.
+A transform is a value: equal hyper-parameters give equal transforms, hyper-parameters
+are pytree leaves (jit once, vmap a sweep, differentiate), and ``repr`` shows the
+composition. The modules, by concept:
+
+- the protocol: :mod:`~funcopt.base`, :mod:`~funcopt.validation`, :mod:`~funcopt.trees`,
+  :mod:`~funcopt.lifting` (the one lifter of per-leaf equations);
+- building blocks: :mod:`~funcopt.combine` (chain, precondition), :mod:`~funcopt.moments`,
+  :mod:`~funcopt.scaling`, :mod:`~funcopt.preconditioners`, :mod:`~funcopt.clipping`,
+  :mod:`~funcopt.factored`;
+- optimizers: :mod:`~funcopt.optimizers` (the chapter's), :mod:`~funcopt.adaptive`,
+  :mod:`~funcopt.layerwise`, :mod:`~funcopt.orthogonal` (Muon),
+  :mod:`~funcopt.schedulefree`;
+- around them: :mod:`~funcopt.schedules`, :mod:`~funcopt.schedules_composite`,
+  :mod:`~funcopt.wrappers`, :mod:`~funcopt.hyperparams`, :mod:`~funcopt.accumulation`,
+  :mod:`~funcopt.averaging`, :mod:`~funcopt.checkpoints`;
+- running them: :mod:`~funcopt.train`, :mod:`~funcopt.packing`; ``funcopt.viz``
+  (matplotlib) is imported on first use.
+
+Every public name of these modules is re-exported here.
 """
 
-from funcopt import (
-    base,
-    clipping,
-    modern,
-    optimizers,
-    packing,
-    primitives,
-    schedules,
-    train,
-    transforms,
-    wrappers,
-)
+import types
+
+from funcopt.accumulation import *  # noqa: F403
+from funcopt.adaptive import *  # noqa: F403
+from funcopt.averaging import *  # noqa: F403
 from funcopt.base import *  # noqa: F403
+from funcopt.checkpoints import *  # noqa: F403
 from funcopt.clipping import *  # noqa: F403
-from funcopt.modern import *  # noqa: F403
+from funcopt.combine import *  # noqa: F403
+from funcopt.factored import *  # noqa: F403
+from funcopt.hyperparams import *  # noqa: F403
+from funcopt.layerwise import *  # noqa: F403
+from funcopt.lifting import *  # noqa: F403
+from funcopt.moments import *  # noqa: F403
 from funcopt.optimizers import *  # noqa: F403
+from funcopt.orthogonal import *  # noqa: F403
 from funcopt.packing import *  # noqa: F403
-from funcopt.primitives import *  # noqa: F403
+from funcopt.preconditioners import *  # noqa: F403
+from funcopt.scaling import *  # noqa: F403
+from funcopt.schedulefree import *  # noqa: F403
 from funcopt.schedules import *  # noqa: F403
+from funcopt.schedules_composite import *  # noqa: F403
 from funcopt.train import *  # noqa: F403
-from funcopt.transforms import *  # noqa: F403
+from funcopt.trees import *  # noqa: F403
+from funcopt.validation import *  # noqa: F403
 from funcopt.wrappers import *  # noqa: F403
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    *base.__all__,
-    *clipping.__all__,
-    *modern.__all__,
-    *optimizers.__all__,
-    *packing.__all__,
-    *primitives.__all__,
-    *schedules.__all__,
-    *train.__all__,
-    *transforms.__all__,
-    *wrappers.__all__,
+# Importing a submodule binds it here too (funcopt.adam is a function, funcopt.adaptive
+# its module): __all__ is every public name of every submodule imported above.
+_MODULES = [
+    m
+    for m in list(globals().values())
+    if isinstance(m, types.ModuleType) and m.__name__.startswith("funcopt.")
 ]
+__all__ = sorted({name for module in _MODULES for name in module.__all__})
 
 
 def __getattr__(name: str):

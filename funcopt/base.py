@@ -1,44 +1,59 @@
-"""The protocol: a gradient transformation is a pair of pure functions over pytrees.
+"""The protocol, and what makes a transform a value.
 
-``state = tx.init(params)`` builds the optimizer state, and
-``updates, state = tx.update(grads, state, params)`` maps gradients to updates. The
-pair is a ``NamedTuple`` with fields in the order ``(init, update)``, so a funcopt
-transform is accepted wherever optax expects one (``optax.chain``,
-``flax.nnx.Optimizer``), and an optax transform works inside :func:`chain`.
+A gradient transformation maps gradients to updates::
 
-This module also holds the few helpers every transform shares: a structure-checked
-``jax.tree.map``, hyper-parameter validation that only looks at concrete numbers, a
-saturating step counter, and the cache that makes equal factories return equal
-transforms.
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params=None, **extra_args)
+    params = funcopt.apply_updates(params, updates)
+
+Every funcopt transform is a subclass of :class:`GradientTransformation`, and every
+subclass is a frozen dataclass registered as a pytree:
+
+- **a value**: two transforms with equal hyper-parameters are equal and hash equal,
+  however the arguments were spelled (``adam(1e-3) == adam(learning_rate=0.001)``), and
+  ``repr`` shows the composition (``chain(scale_by_momentum(...), ...)``);
+- **data**: numeric hyper-parameters are pytree leaves and structure (flags, dtypes,
+  callables, masks) is static, so a transform passed to a jitted function traces once
+  for all learning rates, can be ``vmap``-ped over a stacked learning rate and
+  differentiated with respect to one;
+- **optax-shaped**: ``tx.init``/``tx.update`` (and ``init, update = tx``) are what
+  ``optax.chain``, ``optax.MultiSteps``, flax's ``TrainState`` and ``nnx.Optimizer`` use,
+  and ``update`` takes optax's extra keyword arguments (``value=loss``, ...).
+
+The step count. A transform that reads the step number ``t`` (bias correction, a
+schedule, ...) says so (``reads_count``). Inside a combinator it receives ``t`` from its
+parent; only the outermost one keeps the count, in a :class:`CountState` next to its own
+state. So an optimizer has one step count however many of its parts read it.
 """
 
 from __future__ import annotations
 
-import functools
-import numbers
+import dataclasses
+import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from funcopt.validation import HyperParameterError as HyperParameterError
+from funcopt.validation import Kind
 
 __all__ = [
+    "CountState",
     "EmptyState",
     "GradientTransformation",
-    "HyperParameterError",
     "OptState",
     "Params",
     "ScalarOrSchedule",
     "Schedule",
     "StructureError",
     "Updates",
-    "apply_updates",
-    "chain",
-    "check_decays",
-    "check_float_leaves",
-    "check_state",
-    "identity",
+    "Value",
+    "hyper",
     "safe_increment",
+    "static",
 ]
 
 Params = Any
@@ -53,324 +68,28 @@ ScalarOrSchedule = float | jax.Array | Schedule
 """A hyper-parameter given as a number or as a :data:`Schedule`."""
 
 
-class InitFn(Protocol):
-    def __call__(self, params: Params) -> OptState: ...
-
-
-class UpdateFn(Protocol):
-    def __call__(
-        self, updates: Updates, state: OptState, params: Params | None = None
-    ) -> tuple[Updates, OptState]: ...
-
-
-class GradientTransformation(NamedTuple):
-    """A pure ``(init, update)`` pair.
-
-    Attributes:
-        init: ``init(params) -> state``.
-        update: ``update(updates, state, params=None) -> (updates, state)``.
-    """
-
-    init: InitFn
-    update: UpdateFn
+class StructureError(ValueError):
+    """Two pytrees that must match (updates, state, params) do not."""
 
 
 class EmptyState(NamedTuple):
     """The state of a transform that keeps nothing between steps."""
 
 
-class StructureError(ValueError):
-    """Two pytrees that must match (updates, state, params) do not."""
+class CountState(NamedTuple):
+    """The step count of an outermost transform that reads it, beside that transform's state.
 
-
-class HyperParameterError(ValueError):
-    """A hyper-parameter given as a concrete number is out of its valid range."""
-
-
-# --------------------------------------------------------------------------------------
-# Factories: equal arguments give the very same transform object.
-# --------------------------------------------------------------------------------------
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def cached_factory(factory: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Make ``factory(*args)`` return the same object for equal, hashable arguments.
-
-    Two calls ``adam(1e-3)`` then return one ``GradientTransformation``, which compares
-    and hashes equal to itself, so passing it to ``jax.jit`` as a static argument does
-    not trigger a recompilation. Calls with unhashable arguments (arrays, tracers,
-    dicts) simply build a fresh transform.
+    Attributes:
+        count: the number of updates so far (int32, saturating at its maximum).
+        inner_state: the transform's own state.
     """
-    cached = functools.lru_cache(maxsize=4096, typed=True)(factory)
 
-    @functools.wraps(factory)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            hash((args, tuple(kwargs.items())))
-        except TypeError:
-            return factory(*args, **kwargs)
-        return cached(*args, **kwargs)  # type: ignore[arg-type]
-
-    return wrapper
+    count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
+    inner_state: OptState
 
 
-# --------------------------------------------------------------------------------------
-# Validation of concrete hyper-parameters.
-# --------------------------------------------------------------------------------------
-
-
-def concrete_number(value: Any) -> float | None:
-    """``float(value)`` for a concrete real scalar; ``None`` for tracers, schedules, arrays."""
-    if isinstance(value, jax.core.Tracer) or callable(value) or isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, jax.Array | jnp.ndarray) and getattr(value, "ndim", 1) == 0:
-        try:
-            return float(value)
-        except (TypeError, jax.errors.ConcretizationTypeError):
-            return None
-    return None
-
-
-def check_range(
-    name: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_inclusive: bool = True,
-    high_inclusive: bool = False,
-) -> None:
-    """Raise :class:`HyperParameterError` if a concrete ``value`` is outside the range.
-
-    Traced values (built inside ``jit``/``vmap``/``grad``) and schedules are not checked.
-    """
-    x = concrete_number(value)
-    if x is None:
-        return
-    ok = x == x  # NaN is never valid
-    if low is not None:
-        ok = ok and (x >= low if low_inclusive else x > low)
-    if high is not None:
-        ok = ok and (x <= high if high_inclusive else x < high)
-    if not ok:
-        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
-        hi = "inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
-        raise HyperParameterError(f"{name} must be in {lo}, {hi}, got {name}={x!r}")
-
-
-def check_decay(name: str, value: Any) -> None:
-    """A decay rate must lie in ``[0, 1)``."""
-    check_range(name, value, 0.0, 1.0)
-
-
-def check_nonnegative(name: str, value: Any) -> None:
-    """A step size, ε or weight decay must be ``≥ 0``."""
-    check_range(name, value, 0.0)
-
-
-def check_decays(**values: Any) -> None:
-    """:func:`check_decay` for each keyword, under the caller's argument name.
-
-    An optimizer calls ``check_decays(b1=b1, b2=b2)`` before composing primitives, so a
-    bad ``b1`` is reported as ``b1=…`` rather than as the primitive's ``decay=…``.
-    ``None`` (an optional momentum switched off) is skipped.
-    """
-    for name, value in values.items():
-        check_decay(name, value)
-
-
-# --------------------------------------------------------------------------------------
-# Trees.
-# --------------------------------------------------------------------------------------
-
-
-class MaskedNode(NamedTuple):
-    """Stands in for a subtree that a masked inner transform must not see (no leaves)."""
-
-
-def is_masked_node(x: Any) -> bool:
-    """Whether ``x`` is a :class:`MaskedNode` placeholder (``masked``/``partition``)."""
-    return isinstance(x, MaskedNode)
-
-
-def _keystr(path: tuple[Any, ...]) -> str:
-    return jax.tree_util.keystr(path) or "<root>"
-
-
-def _children(x: Any) -> tuple[Any, list[tuple[Any, Any]]]:
-    """The node type of ``x`` (None for a leaf) and its immediate ``(key, child)`` pairs."""
-    pairs, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
-    data = treedef.node_data()  # type: ignore[attr-defined]
-    if data is None:  # ``x`` is a leaf
-        return None, []
-    return data[0], [(p[0], c) for p, c in pairs]
-
-
-def _structure(x: Any) -> Any:
-    return jax.tree.structure(x)
-
-
-def _type_name(node_type: Any) -> str:
-    return "a leaf" if node_type is None else node_type.__name__
-
-
-def first_difference(a: Any, b: Any, name_a: str, name_b: str) -> str | None:
-    """Where two pytrees' structures first differ (depth first), in words; None if equal."""
-
-    def walk(x: Any, y: Any, path: tuple[Any, ...]) -> str | None:
-        tx, cx = _children(x)
-        ty, cy = _children(y)
-        at = _keystr(path)
-        if tx is not ty:
-            return f"at {at}, {name_a} has {_type_name(tx)} where {name_b} has {_type_name(ty)}"
-        kx, ky = [k for k, _ in cx], [k for k, _ in cy]
-        for (k1, xc), (k2, yc) in zip(cx, cy, strict=False):
-            if k1 != k2:
-                return (
-                    f"at {_keystr((*path, k1))}, {name_a} has key {_keystr((k1,))} "
-                    f"where {name_b} has {_keystr((k2,))}"
-                )
-            found = walk(xc, yc, (*path, k1))
-            if found:
-                return found
-        if len(kx) != len(ky):
-            longer, shorter, keys = (
-                (name_a, name_b, kx) if len(kx) > len(ky) else (name_b, name_a, ky)
-            )
-            extra = keys[min(len(kx), len(ky))]
-            return f"{longer} has {_keystr((*path, extra))} that {shorter} lacks"
-        if tx is not None and _structure(x) != _structure(y):
-            return f"at {at}, the {_type_name(tx)} nodes carry different metadata"
-        return None
-
-    return walk(a, b, ())
-
-
-def _describe_mismatch(a: Any, b: Any, name_a: str, name_b: str) -> str:
-    first = first_difference(a, b, name_a, name_b) or "the structures differ"
-    return (
-        f"pytree structure mismatch between {name_a} and {name_b}: {first}.\n"
-        f"  {name_a}: {jax.tree.structure(a)}\n  {name_b}: {jax.tree.structure(b)}"
-    )
-
-
-def tree_map(f: Callable[..., Any], tree: Any, *rest: Any, names: tuple[str, ...] = ()) -> Any:
-    """``jax.tree.map`` that reports a structure or shape mismatch by path.
-
-    ``names`` label ``tree`` and each of ``rest`` in the error message
-    (default ``"updates"``, ``"state"``, ...).
-    """
-    labels = (*names, *(f"tree {i}" for i in range(len(names), len(rest) + 1)))
-    leaves, treedef = jax.tree.flatten(tree)
-    others = []
-    for i, other in enumerate(rest):
-        try:
-            others.append(treedef.flatten_up_to(other))  # type: ignore[attr-defined]
-        except (ValueError, TypeError):
-            raise StructureError(
-                _describe_mismatch(tree, other, labels[0], labels[i + 1])
-            ) from None
-    for k, xs in enumerate(zip(leaves, *others, strict=True)):
-        shape = getattr(xs[0], "shape", None)
-        for i, x in enumerate(xs[1:]):
-            if shape is not None and getattr(x, "shape", shape) != shape:
-                path = jax.tree_util.tree_flatten_with_path(tree)[0][k][0]
-                raise StructureError(
-                    f"shape mismatch at {_keystr(path)}: {labels[0]} has shape {shape}, "
-                    f"{labels[i + 1]} has shape {jnp.shape(x)}"
-                )
-    results = [f(*xs) for xs in zip(leaves, *others, strict=True)]
-    return treedef.unflatten(results)  # type: ignore[attr-defined]
-
-
-def _leaf_dtype(x: Any) -> Any:
-    dtype = getattr(x, "dtype", None)  # may be an extended dtype (a typed PRNG key)
-    return dtype if dtype is not None else jnp.result_type(x)
-
-
-def check_float_leaves(tree: Any, name: str = "params") -> None:
-    """Raise ``TypeError`` naming the first leaf of ``tree`` that is not floating point.
-
-    funcopt's policy: integer and boolean leaves are *rejected*, never silently
-    rounded. An optimizer step on an integer would truncate it, and a boolean has no
-    step at all. Every ``init`` that keeps per-leaf state (through :func:`zeros_like`)
-    and every :func:`chain` call this. To carry such leaves in the parameter tree, mask
-    them out (``masked``/``multi_transform`` with ``set_to_zero``) or keep them out of
-    the tree the optimizer sees. ``None`` leaves are not leaves and are fine.
-    """
-    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        dtype = _leaf_dtype(x)
-        if not jnp.issubdtype(dtype, jnp.inexact):
-            raise TypeError(
-                f"{name}{_keystr(path) if path else ''} has dtype {dtype}: funcopt optimizers "
-                "only update floating-point leaves. Route it to set_to_zero (multi_transform) "
-                "or mask it out (masked), or remove it from the tree given to the optimizer."
-            )
-
-
-def zeros_like(tree: Any, dtype: Any = None, fill: Any = 0.0) -> Any:
-    """A fresh buffer per leaf, filled with ``fill``, in ``dtype`` (default: the leaf's).
-
-    ``dtype`` may also be a function of the leaf's dtype (e.g. :func:`compute_dtype`,
-    to keep a second moment in at least float32).
-
-    Each buffer is new (never shared, so state can be donated) and takes the leaf's
-    sharding: eagerly for any committed array, and under ``jit`` when the mesh has
-    explicit axes (``jax.sharding.AxisType.Explicit``). Raises ``TypeError`` for an
-    integer or boolean leaf (see :func:`check_float_leaves`).
-    """
-    check_float_leaves(tree)
-
-    def leaf(x: Any) -> jax.Array:
-        x = x if isinstance(x, jax.Array) else jnp.asarray(x)
-        to = dtype(x.dtype) if callable(dtype) and not isinstance(dtype, type) else dtype
-        return jax.lax.full_like(x, fill, dtype=to or x.dtype)
-
-    return jax.tree.map(leaf, tree)
-
-
-def check_state(tx: Any, state: OptState, params: Params, *, dtypes: bool = True) -> None:
-    """Raise :class:`StructureError` unless ``state`` could come from ``tx.init(params)``.
-
-    Compares ``state`` with ``jax.eval_shape(tx.init, params)`` (nothing is computed):
-    the tree structure, including the state types of every member of a chain, then
-    each leaf's shape and (with ``dtypes=True``) dtype. Use it after restoring a
-    checkpoint: a state saved from an optimizer of another configuration (another
-    chain, momentum switched on, other parameter shapes) is reported with the first
-    differing path. Hyper-parameter *values* are not part of the state and are not
-    compared.
-    """
-    expected = jax.eval_shape(tx.init, params)
-    _compare_state(state, expected, "tx.init(params)", dtypes=dtypes)
-
-
-def _compare_state(state: Any, expected: Any, what: str, *, dtypes: bool) -> None:
-    if _structure(state) != _structure(expected):
-        raise StructureError(
-            "the optimizer state does not match this transform (was it made by another "
-            "optimizer, another configuration, or for other parameters?): "
-            + _describe_mismatch(state, expected, "state", what)
-        )
-    flat = jax.tree_util.tree_flatten_with_path(state)[0]
-    for (path, x), e in zip(flat, jax.tree.leaves(expected), strict=True):
-        if jnp.shape(x) != e.shape or (dtypes and _leaf_dtype(x) != e.dtype):
-            raise StructureError(
-                f"state{_keystr(path) if path else ''} has shape {jnp.shape(x)} and dtype "
-                f"{_leaf_dtype(x)}, but {what} gives shape {e.shape} and dtype {e.dtype}: "
-                "the state was made for other parameters or another configuration"
-            )
-
-
-def compute_dtype(dtype: Any) -> Any:
-    """The dtype optimizer arithmetic runs in: at least float32 (so β = 0.999 survives)."""
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.inexact) and dtype.itemsize >= 4:
-        return dtype
-    return jnp.dtype(jnp.float32)
+def new_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
@@ -392,142 +111,395 @@ def safe_increment(count: jax.Array) -> jax.Array:
     return jnp.where(count < top, count + 1, count)
 
 
-def new_count() -> jax.Array:
-    return jnp.zeros([], jnp.int32)
-
-
 # --------------------------------------------------------------------------------------
-# The basic transforms.
+# Fields: hyper-parameters (leaves, checked by kind) and static structure.
 # --------------------------------------------------------------------------------------
 
 
-@cached_factory
-def identity() -> GradientTransformation:
-    """The transform that returns its input unchanged: ``u = g``.
+def hyper(kind: Kind, default: Any = dataclasses.MISSING) -> Any:
+    """A hyper-parameter field: a pytree leaf, checked and normalised by ``kind``.
 
-    Example:
-        >>> import jax.numpy as jnp, funcopt
-        >>> tx = funcopt.identity()
-        >>> tx.update(jnp.array([1.0, -2.0]), tx.init(jnp.zeros(2)))
-        (Array([ 1., -2.], dtype=float32), EmptyState())
-    """
-
-    def init(params: Params) -> OptState:
-        del params
-        return EmptyState()
-
-    def update(
-        updates: Updates, state: OptState, params: Params | None = None
-    ) -> tuple[Updates, OptState]:
-        del params
-        return updates, state
-
-    return GradientTransformation(init, update)
-
-
-@cached_factory
-def chain(*transforms: Any) -> GradientTransformation:
-    """Apply transforms in sequence: ``u = T_k(… T_2(T_1(g)))``.
-
-    The state is the tuple of the members' states. Members may be funcopt or optax
-    transforms (anything with ``init`` and ``update``).
-
-    ``init`` rejects integer and boolean leaves (:func:`check_float_leaves`).
-    ``update`` first compares the state's tree and leaf shapes with
-    ``jax.eval_shape(init, params)`` (once per input signature, at trace time) and
-    raises :class:`StructureError` at the first difference, so a state from another
-    optimizer or configuration never reaches the members.
+    A callable value (a schedule that is not itself a pytree) is kept as static data.
 
     Args:
-        *transforms: the gradient transformations to apply, first to last (none gives
-            the identity).
+        kind: a :class:`~funcopt.validation.Kind` (e.g. ``DECAY``).
+        default: the default value, if any.
 
     Example:
-        >>> import jax.numpy as jnp, funcopt
-        >>> tx = funcopt.chain(funcopt.scale(2.0), funcopt.scale_by_learning_rate(0.1))
-        >>> u, state = tx.update(jnp.array([1.0, -3.0]), tx.init(jnp.zeros(2)))
-        >>> u, len(state)  # −0.1 · (2 · g), one state per member
-        (Array([-0.2,  0.6], dtype=float32), 2)
+        >>> import funcopt
+        >>> from funcopt.base import hyper
+        >>> from funcopt.validation import DECAY
+        >>> class halve(funcopt.GradientTransformation):
+        ...     decay: float = hyper(DECAY, 0.5)
+        >>> halve(1)
+        Traceback (most recent call last):
+        ...
+        funcopt.validation.HyperParameterError: decay must be in [0, 1), got decay=1.0
     """
-    for i, tx in enumerate(transforms):
-        if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
-            raise TypeError(
-                f"chain: argument {i} is {type(tx).__name__}, not a gradient transformation"
-            )
+    return dataclasses.field(default=default, metadata={"kind": kind})
 
-    def init(params: Params) -> OptState:
-        check_float_leaves(params)
-        return tuple(tx.init(params) for tx in transforms)
 
-    expected_structure: dict[Any, Any] = {}
+def static(default: Any = dataclasses.MISSING, kind: Kind | None = None) -> Any:
+    """A structural field (a flag, a dtype, a mask, a function): static pytree data.
 
-    def check(updates: Updates, state: OptState, params: Params | None) -> None:
-        # The state must be what ``init`` builds for parameters shaped like these:
-        # compared once per input signature, at trace time, via eval_shape.
-        like = updates if params is None else params  # what init was given
-        try:
-            leaves, treedef = jax.tree.flatten(like)
-            key = (treedef, tuple((jnp.shape(x), str(_leaf_dtype(x))) for x in leaves))
-            hash(key)
-        except TypeError:
-            return
-        if key not in expected_structure:
-            try:
-                expected_structure[key] = jax.eval_shape(init, like)
-            except Exception:  # an init that needs concrete values: no check
-                expected_structure[key] = None
-            if len(expected_structure) > 64:
-                expected_structure.pop(next(iter(expected_structure)))
-        expected = expected_structure[key]
-        if expected is not None:
-            what = "init(params)" if params is not None else "init(params like the updates)"
-            _compare_state(state, expected, what, dtypes=False)
+    Args:
+        default: the default value, if any.
+        kind: an optional :class:`~funcopt.validation.Kind` that checks it.
+
+    Example:
+        >>> import jax, funcopt
+        >>> jax.tree.leaves(funcopt.trace(0.9, nesterov=True))  # the flag is not a leaf
+        [0.9]
+    """
+    return dataclasses.field(default=default, metadata={"static": True, "kind": kind})
+
+
+def _is_opaque(value: Any) -> bool:
+    """A callable that is not a pytree node (a plain function): it cannot be a leaf."""
+    return callable(value) and jax.tree_util.treedef_is_leaf(jax.tree.structure(value))
+
+
+def _fingerprint(value: Any) -> Any:
+    """A hashable stand-in with value semantics where possible, identity otherwise."""
+    if isinstance(value, jax.Array | np.ndarray):
+        return ("id", id(value))
+    try:
+        hash(value)
+    except TypeError:
+        pass
+    else:
+        return ("value", type(value), value)
+    leaves, treedef = jax.tree.flatten(value)
+    if not jax.tree_util.treedef_is_leaf(treedef):
+        return ("tree", treedef, tuple(_fingerprint(x) for x in leaves))
+    return ("id", id(value))
+
+
+class _Static:
+    """Static pytree data that hashes and compares by :func:`_fingerprint`."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.key = _fingerprint(value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Static) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _flatten(tree: Any) -> tuple[list[Any], Any]:
+    """``jax.tree.flatten`` with the tree definition typed loosely (for mypy)."""
+    return jax.tree.flatten(tree)
+
+
+def _same_leaf(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    scalar = (int, float, complex)
+    return type(a) is type(b) and isinstance(a, scalar) and a == b
+
+
+def _leaf_hash(x: Any) -> Any:
+    return x if isinstance(x, int | float | complex) else id(x)
+
+
+def _register(cls: type) -> None:
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    always_static = frozenset(f.name for f in fields if f.metadata.get("static"))
+    keys = tuple(jax.tree_util.GetAttrKey(n) for n in names)
+
+    def parts(obj: Any) -> tuple[list[Any], tuple[Any, ...]]:
+        children: list[Any] = []
+        aux: list[Any] = []
+        for name in names:
+            value = getattr(obj, name)
+            if name in always_static or _is_opaque(value):
+                children.append(None)
+                aux.append(_Static(value))
+            else:
+                children.append(value)
+                aux.append(None)
+        return children, tuple(aux)
+
+    def flatten_with_keys(obj: Any) -> tuple[list[tuple[Any, Any]], tuple[Any, ...]]:
+        children, aux = parts(obj)
+        return list(zip(keys, children, strict=True)), aux
+
+    def flatten(obj: Any) -> tuple[list[Any], tuple[Any, ...]]:
+        return parts(obj)
+
+    def unflatten(aux: tuple[Any, ...], children: Any) -> Any:
+        obj: Any = object.__new__(cls)
+        for name, a, c in zip(names, aux, children, strict=True):
+            object.__setattr__(obj, name, c if a is None else a.value)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+
+
+# --------------------------------------------------------------------------------------
+# The base class.
+# --------------------------------------------------------------------------------------
+
+
+class Value:
+    """A frozen dataclass registered as a pytree, equal, hashed and shown by its fields.
+
+    The base of every transform (:class:`GradientTransformation`) and of funcopt's
+    schedules. Each subclass becomes a frozen dataclass when it is defined; fields declared
+    with :func:`hyper` are checked by their kind and normalised when an instance is built,
+    then :meth:`check` runs for checks across fields. Equality and hashing compare the
+    pytree structure (static fields included) and the leaves (numbers by value, arrays by
+    identity); ``repr`` shows the fields that differ from their defaults.
+
+    Example:
+        >>> import funcopt
+        >>> funcopt.scale(1) == funcopt.scale(1.0), funcopt.scale(2.0)
+        (True, scale(step_size=2.0))
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return super().__new__(cls)  # the dataclass __init__ of each subclass takes the fields
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own_init = "__init__" in cls.__dict__
+        dataclasses.dataclass(frozen=True, eq=False, repr=False, init=not own_init)(cls)
+        _register(cls)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            kind = f.metadata.get("kind")
+            if kind is not None:
+                object.__setattr__(self, f.name, kind(f.name, getattr(self, f.name)))
+        self.check()
+
+    def check(self) -> None:
+        """Cross-argument checks of a subclass (raise :class:`HyperParameterError`)."""
+
+    @classmethod
+    def unchecked(cls, **fields: Any) -> Any:
+        """An instance from already valid (possibly traced) field values, without checks."""
+        obj = object.__new__(cls)
+        for name, value in fields.items():
+            object.__setattr__(obj, name, value)
+        return obj
+
+    def __eq__(self, other: object) -> bool:
+        if type(self) is not type(other):
+            return NotImplemented
+        a, ta = _flatten(self)
+        b, tb = _flatten(other)
+        return bool(ta == tb) and all(_same_leaf(x, y) for x, y in zip(a, b, strict=True))
+
+    def __hash__(self) -> int:
+        leaves, treedef = _flatten(self)
+        return hash((treedef, tuple(_leaf_hash(x) for x in leaves)))
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.default is dataclasses.MISSING or not _same_default(value, f.default):
+                shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class GradientTransformation(Value):
+    """A pure ``(init, update)`` pair; the base class of every funcopt transform.
+
+    Subclasses are frozen dataclasses registered as pytrees (see the module docstring):
+    fields declared with :func:`hyper` are leaves, fields declared with :func:`static`
+    are structure, and plain fields hold inner transforms. A subclass implements
+
+    - ``init_state(params)``: the state, without a step count;
+    - ``apply(updates, state, params, count, **extra_args)``: one update, where
+      ``count`` is the step number ``t`` (1 at the first update) if the transform
+      ``reads_count``, else ``None``;
+
+    and inherits the public ``init``/``update``, which keep the count of an outermost
+    transform in a :class:`CountState` and check a given state against ``init``.
+
+    ``GradientTransformation(init_fn, update_fn)`` makes a transform from two functions,
+    as in optax.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, funcopt
+        >>> tx = funcopt.GradientTransformation(lambda p: (), lambda u, s, p=None: (u, s))
+        >>> isinstance(funcopt.adam(), funcopt.GradientTransformation), tx.init(None)
+        (True, ())
+        >>> jax.tree.leaves(funcopt.scale_by_momentum(0.9))  # hyper-parameters are leaves
+        [0.9]
+
+    Attributes:
+        reads_count: whether ``apply`` needs the step number.
+        elementwise: whether every output coordinate depends only on the same coordinate
+            of the updates, state and params and on scalars, so that the transform may
+            run on flat buffers (:mod:`funcopt.packing`).
+    """
+
+    reads_count: ClassVar[bool] = False
+    elementwise: ClassVar[bool] = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is GradientTransformation:
+            return FunctionPair(*args, **kwargs)
+        return super().__new__(cls)
+
+    # ---- what subclasses implement -----------------------------------------------------
+
+    def init_state(self, params: Params) -> OptState:
+        raise NotImplementedError(f"{type(self).__name__} does not implement init_state")
+
+    def apply(
+        self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
+    ) -> tuple[Updates, OptState]:
+        raise NotImplementedError(f"{type(self).__name__} does not implement apply")
+
+    # ---- the public protocol ----------------------------------------------------------
+
+    def init(self, params: Params) -> OptState:
+        """The state for ``params``: ``init_state``, with the count if ``reads_count``."""
+        state = self.init_state(params)
+        return self.attach_count(state, new_count()) if self.reads_count else state
 
     def update(
-        updates: Updates, state: OptState, params: Params | None = None
+        self,
+        updates: Updates,
+        state: OptState,
+        params: Params | None = None,
+        **extra_args: Any,
     ) -> tuple[Updates, OptState]:
-        if not isinstance(state, tuple) or len(state) != len(transforms):
+        """One step: ``(updates, state) -> (new updates, new state)``.
+
+        ``state`` must come from ``init`` (its structure and shapes are compared with
+        ``init``'s once per input signature, at trace time); ``extra_args`` (optax's
+        ``value=``, ``grad=``, ...) reach every part that uses them.
+        """
+        from funcopt.trees import check_against_init  # trees builds on this module
+
+        check_against_init(self, state, updates, params)
+        if not self.reads_count:
+            out, state = self.apply(updates, state, params, None, **extra_args)
+            return cast_like(out, updates), state
+        count, inner = self.detach_count(state)
+        t = safe_increment(count)
+        out, inner = self.apply(updates, inner, params, t, **extra_args)
+        return cast_like(out, updates), self.attach_count(inner, t)
+
+    def attach_count(self, state: OptState, count: jax.Array) -> OptState:
+        """The public state: ``state`` with the step ``count`` kept beside it."""
+        return CountState(count, state)
+
+    def detach_count(self, state: OptState) -> tuple[jax.Array, OptState]:
+        """The inverse of :meth:`attach_count`."""
+        if not isinstance(state, CountState):
             raise StructureError(
-                f"chain of {len(transforms)} transforms got a state of type "
-                f"{type(state).__name__}, not a tuple of {len(transforms)} states: "
-                "was it made by the same chain's init?"
+                f"{_short(self)} keeps a step count, so its state is a CountState, got "
+                f"{type(state).__name__}: was the state made by this transform's init?"
             )
-        check(updates, state, params)
-        new_state = []
-        for tx, s in zip(transforms, state, strict=True):
-            updates, s = tx.update(updates, s, params)
-            new_state.append(s)
-        return updates, tuple(new_state)
+        return state.count, state.inner_state
 
-    return GradientTransformation(init, update)
+    # ---- values -----------------------------------------------------------------------
+
+    def __iter__(self) -> Any:
+        return iter((self.init, self.update))
 
 
-def apply_updates(params: Params, updates: Updates) -> Params:
-    """``θ ← θ + u`` leaf by leaf; each result keeps its parameter's dtype.
+def cast_like(out: Updates, updates: Updates) -> Updates:
+    """The outputs of a step in the dtypes of its inputs (rounded once, at the boundary).
 
-    The sum is formed in the wider of the two dtypes, then cast back to the
-    parameter's dtype (a bfloat16 parameter stays bfloat16). ``None`` leaves stay
-    ``None``.
+    Inside a composition every part works in at least float32; only the result of a
+    public ``update`` is cast back, leaf by leaf, to the incoming update's dtype (a real
+    statistic of a complex input stays real, in the input's precision). Outputs of
+    another structure (e.g. lookahead's) are returned as they are.
+    """
+    if _flatten(out)[1] != _flatten(updates)[1]:
+        return out
 
-    Args:
-        params: the parameters θ, a pytree of arrays.
-        updates: the steps ``u``, a pytree with the parameters' structure and shapes
-            (e.g. from ``tx.update``, already scaled and sign-flipped).
+    def cast(o: Any, u: Any) -> Any:
+        o = jnp.asarray(o)
+        dtype = jnp.result_type(u)
+        if jnp.issubdtype(dtype, jnp.complexfloating) and not jnp.iscomplexobj(o):
+            dtype = jnp.finfo(dtype).dtype
+        return o if o.dtype == dtype else o.astype(dtype)
 
-    Example:
-        >>> import jax.numpy as jnp, funcopt
-        >>> params = {"w": jnp.array([1.0, 2.0]), "b": None}
-        >>> updates = {"w": jnp.array([0.5, -1.0]), "b": None}
-        >>> funcopt.apply_updates(params, updates)
-        {'b': None, 'w': Array([1.5, 1. ], dtype=float32)}
+    return jax.tree.map(cast, out, updates)
+
+
+def _same_default(value: Any, default: Any) -> bool:
+    try:
+        return bool(type(value) is type(default) and value == default)
+    except Exception:  # arrays, tracers
+        return False
+
+
+def _short(tx: Any) -> str:
+    text = repr(tx)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+class FunctionPair(GradientTransformation):
+    """A transform made of two functions, ``GradientTransformation(init_fn, update_fn)``.
+
+    Also how a transform from another library (optax's) sits inside a funcopt combinator:
+    it keeps its own state, counts included, and receives extra keyword arguments only if
+    its ``update`` accepts them (optax's ``GradientTransformationExtraArgs`` does).
+
+    Attributes:
+        init_fn: ``init_fn(params) -> state``.
+        update_fn: ``update_fn(updates, state, params=None, **extra_args)``.
     """
 
-    def add(p: Any, u: Any) -> Any:
-        if p is None:
-            return None
-        p = jnp.asarray(p)
-        u = jnp.asarray(u)
-        wide = p.dtype if p.dtype.itemsize >= u.dtype.itemsize else u.dtype
-        return (p.astype(wide) + u.astype(wide)).astype(p.dtype)
+    init_fn: Callable[..., Any] = static()
+    update_fn: Callable[..., Any] = static()
 
-    return tree_map(add, params, updates, names=("params", "updates"))
+    def __repr__(self) -> str:
+        return f"GradientTransformation({self.init_fn!r}, {self.update_fn!r})"
+
+    def init_state(self, params: Params) -> OptState:
+        return self.init_fn(params)
+
+    def apply(
+        self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
+    ) -> tuple[Updates, OptState]:
+        if extra and _takes_extra_args(self.update_fn):
+            return self.update_fn(updates, state, params, **extra)
+        return self.update_fn(updates, state, params)
+
+    def init(self, params: Params) -> OptState:
+        return self.init_fn(params)
+
+    def update(
+        self, updates: Updates, state: OptState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, OptState]:
+        return self.apply(updates, state, params, None, **extra_args)
+
+
+def _takes_extra_args(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def as_transform(tx: Any, where: str = "transform") -> GradientTransformation:
+    """``tx`` as a funcopt transform: itself, or a :class:`FunctionPair` of its methods.
+
+    Raises ``TypeError`` naming ``where`` for anything without ``init`` and ``update``.
+    """
+    if isinstance(tx, GradientTransformation):
+        return tx
+    init, update = getattr(tx, "init", None), getattr(tx, "update", None)
+    if not (callable(init) and callable(update)):
+        raise TypeError(f"{where}: got {type(tx).__name__}, not a gradient transformation")
+    return FunctionPair(init, update)

@@ -1,16 +1,17 @@
 """Clipping, cleaning and constraints: transforms that bound or perturb the updates.
 
-Each has the shape of :mod:`funcopt.primitives`: a state ``NamedTuple`` right above a
-cached factory that validates its concrete arguments, a per-leaf equation, and
-``init``/``update`` closures. Names, arguments and numerics follow optax. Arithmetic
-runs in at least float32 and each result keeps its leaf's dtype; ``None`` leaves are
-left alone. Clipping normally goes first in a chain::
+The per-leaf ones are :class:`~funcopt.lifting.Leafwise` primitives (one equation per
+leaf); :class:`clip_by_global_norm` and :class:`add_noise` look at the whole tree. Names,
+arguments and numerics follow optax. Arithmetic runs in at least float32 and each result
+keeps its leaf's dtype; ``None`` leaves are left alone; norms of complex leaves use
+``|g|²``. Clipping normally goes first in a chain::
 
     tx = funcopt.chain(funcopt.clip_by_global_norm(1.0), funcopt.adam(1e-3))
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -18,25 +19,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt.base import (
+    EmptyState,
     GradientTransformation,
+    HyperParameterError,
+    OptState,
     Params,
+    StructureError,
     Updates,
-    cached_factory,
-    check_nonnegative,
-    check_range,
-    new_count,
+    hyper,
     safe_increment,
-    tree_map,
+    static,
 )
-from funcopt.primitives import coef, require_params, store, up
+from funcopt.lifting import Leafwise, abs2, coef, real_dtype, up
+from funcopt.trees import check_float_leaves
+from funcopt.validation import NONNEGATIVE, POSITIVE, Kind, is_traced
 
 __all__ = [
-    "AdaptiveGradClipState",
     "AddNoiseState",
-    "ClipByBlockRmsState",
-    "ClipByGlobalNormState",
-    "ClipState",
-    "NonNegativeParamsState",
     "ZeroNansState",
     "adaptive_grad_clip",
     "add_noise",
@@ -51,19 +50,25 @@ __all__ = [
 Axis = int | tuple[int, ...] | None
 
 
-# ---- per-leaf equations ----------------------------------------------------------------
+# ---- the global norm -------------------------------------------------------------------
 
 
-def _abs_sq(x: jax.Array) -> jax.Array:
-    """``|x|²`` element-wise (real for complex ``x``), in at least float32."""
-    x = up(jnp.asarray(x))
-    return jnp.real(x * jnp.conj(x))
+@jax.custom_jvp
+def _sqrt(s: jax.Array) -> jax.Array:
+    """``√s`` whose derivative at ``s = 0`` is 0 rather than ∞ (so 0 · ∞ is no NaN).
+
+    A custom derivative rather than ``where`` around the root: the forward computation
+    is one ``sqrt``, which XLA does not copy into every fusion that reads the norm.
+    """
+    return jnp.sqrt(s)
 
 
-def _safe_sqrt(s: jax.Array) -> jax.Array:
-    """``√s`` whose derivative at ``s = 0`` is 0 rather than ∞ (so 0 · ∞ is no NaN)."""
+@_sqrt.defjvp
+def _sqrt_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> Any:
+    (s,), (ds,) = primals, tangents
+    root = jnp.sqrt(s)
     positive = s > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, s, 1)), 0)
+    return root, ds * jnp.where(positive, 0.5 / jnp.where(positive, root, 1), 0)
 
 
 def global_norm(updates: Any) -> jax.Array:
@@ -81,22 +86,20 @@ def global_norm(updates: Any) -> jax.Array:
         >>> funcopt.global_norm({"a": jnp.array([3.0]), "b": jnp.array(4.0), "c": None})
         Array(5., dtype=float32)
     """
-    sums = [jnp.sum(_abs_sq(x)) for x in jax.tree.leaves(updates)]
+    sums = [jnp.sum(abs2(up(x))) for x in jax.tree.leaves(updates)]
     if not sums:
         return jnp.zeros([], jnp.float32)
     dtype = max((s.dtype for s in sums), key=lambda d: d.itemsize)
-    return _safe_sqrt(sum((s.astype(dtype) for s in sums), jnp.zeros([], dtype)))
+    total = sums[0].astype(dtype)
+    for s in sums[1:]:
+        total = total + s.astype(dtype)
+    return _sqrt(total)
 
 
 # ---- element-wise clipping -------------------------------------------------------------
 
 
-class ClipState(NamedTuple):
-    """:func:`clip` keeps no state."""
-
-
-@cached_factory
-def clip(max_delta: float | jax.Array) -> GradientTransformation:
+class clip(Leafwise):
     r"""Clip each coordinate to ``[−max_delta, max_delta]``: $u = \min(\max(g, -c), c)$.
 
     Args:
@@ -108,33 +111,14 @@ def clip(max_delta: float | jax.Array) -> GradientTransformation:
         >>> tx.update(jnp.array([-3.0, 0.5, 2.0]), tx.init(None))[0]
         Array([-1. ,  0.5,  1. ], dtype=float32)
     """
-    check_nonnegative("max_delta", max_delta)
 
-    def init(params: Params) -> ClipState:
-        del params
-        return ClipState()
+    max_delta: float = hyper(NONNEGATIVE)
 
-    def update(
-        updates: Updates, state: ClipState, params: Params | None = None
-    ) -> tuple[Updates, ClipState]:
-        del params
-
-        def leaf(g: jax.Array) -> jax.Array:
-            x = up(g)
-            c = coef(max_delta, x)
-            return store(jnp.clip(x, -c, c), g.dtype)
-
-        return jax.tree.map(leaf, updates), state
-
-    return GradientTransformation(init, update)
+    def leaf(self, g: jax.Array) -> jax.Array:
+        return jnp.clip(g, -self.max_delta, self.max_delta)
 
 
-class ClipByBlockRmsState(NamedTuple):
-    """:func:`clip_by_block_rms` keeps no state."""
-
-
-@cached_factory
-def clip_by_block_rms(threshold: float | jax.Array) -> GradientTransformation:
+class clip_by_block_rms(Leafwise):
     r"""Scale each leaf (block) down so that its root-mean-square is at most ``threshold``.
 
     $$ u = \frac{g}{\max\left(1,\ \sqrt{\operatorname{mean}(|g|^2)} / c\right)} $$
@@ -148,42 +132,28 @@ def clip_by_block_rms(threshold: float | jax.Array) -> GradientTransformation:
         >>> tx.update(jnp.array([3.0, -3.0]), tx.init(None))[0]
         Array([ 1., -1.], dtype=float32)
     """
-    check_range("threshold", threshold, 0.0, low_inclusive=False)
 
-    def init(params: Params) -> ClipByBlockRmsState:
-        del params
-        return ClipByBlockRmsState()
+    threshold: float = hyper(POSITIVE)
 
-    def update(
-        updates: Updates, state: ClipByBlockRmsState, params: Params | None = None
-    ) -> tuple[Updates, ClipByBlockRmsState]:
-        del params
+    elementwise = False
 
-        def leaf(g: jax.Array) -> jax.Array:
-            x = up(g)
-            rms = jnp.sqrt(jnp.mean(_abs_sq(x)))
-            return store(x / jnp.maximum(1, rms / coef(threshold, rms)), g.dtype)
-
-        return jax.tree.map(leaf, updates), state
-
-    return GradientTransformation(init, update)
+    def leaf(self, g: jax.Array) -> jax.Array:
+        rms = jnp.sqrt(jnp.mean(abs2(g)))
+        return g / jnp.maximum(1, rms / self.threshold)
 
 
 # ---- norm clipping ---------------------------------------------------------------------
 
 
-class ClipByGlobalNormState(NamedTuple):
-    """:func:`clip_by_global_norm` keeps no state."""
-
-
-@cached_factory
-def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
+class clip_by_global_norm(GradientTransformation):
     r"""Scale all updates together so that their :func:`global_norm` is at most ``max_norm``.
 
     $$ u = g \cdot \min\left(1,\ \frac{c}{\|g\|}\right) $$
 
     The factor is exactly 1 when ``‖g‖ ≤ c``, so an all-zero gradient gives zeros (also
-    for ``c = 0``, where optax returns NaN), and its derivative is finite there too.
+    for ``c = 0``, where optax returns NaN), and its derivative is finite there too. The
+    factor is one scalar computed once per update, so a step's compiled size grows
+    linearly with the number of leaves.
 
     Args:
         max_norm: ``c ≥ 0``.
@@ -197,28 +167,31 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
         >>> tx.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, tx.init(None))[0]
         {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
     """
-    check_nonnegative("max_norm", max_norm)
 
-    def init(params: Params) -> ClipByGlobalNormState:
-        del params
-        return ClipByGlobalNormState()
+    max_norm: float = hyper(NONNEGATIVE)
 
-    def update(
-        updates: Updates, state: ClipByGlobalNormState, params: Params | None = None
-    ) -> tuple[Updates, ClipByGlobalNormState]:
-        del params
+    def init_state(self, params: Params) -> OptState:
+        check_float_leaves(params)
+        return EmptyState()
+
+    def apply(
+        self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
+    ) -> tuple[Updates, OptState]:
+        del state, params, count, extra
         norm = global_norm(updates)
-        c = coef(max_norm, norm)
+        c = coef(self.max_norm, norm)
+        # Exactly 1 where ‖g‖ ≤ c; the inner ``where`` keeps the unused branch's derivative
+        # finite there (the zero tree, c = 0). Only scalars are selected: the root itself
+        # has a custom derivative (``_sqrt``), so XLA does not copy the sum of squares into
+        # every leaf's fusion, as it did with a ``where`` around the root (quadratic HLO).
         over = norm > c
         factor = jnp.where(over, c / jnp.where(over, norm, 1), 1)
-        out = jax.tree.map(lambda g: store(up(g) * coef(factor, up(g)), g.dtype), updates)
-        return out, state
 
-    return GradientTransformation(init, update)
+        def leaf(g: jax.Array) -> jax.Array:
+            x = up(g)
+            return (x * coef(factor, x)).astype(jnp.result_type(g))
 
-
-class AdaptiveGradClipState(NamedTuple):
-    """:func:`adaptive_grad_clip` keeps no state."""
+        return jax.tree.map(leaf, updates), EmptyState()
 
 
 _UNIT_AXES = {2: (0,), 3: (0,), 4: (0, 1, 2), 5: (0, 1, 2, 3)}
@@ -238,13 +211,28 @@ def _unit_norm(x: jax.Array, axis: Axis) -> jax.Array:
                 f"adaptive_grad_clip: no default units for a leaf of shape {x.shape}; "
                 "pass axis= to say which axes a unit spans"
             )
-    return jnp.sqrt(jnp.sum(_abs_sq(x), axis=axis, keepdims=True))
+    return jnp.sqrt(jnp.sum(abs2(x), axis=axis, keepdims=True))
 
 
-@cached_factory
-def adaptive_grad_clip(
-    clipping: float | jax.Array, eps: float = 1e-3, axis: Axis = None
-) -> GradientTransformation:
+def _check_axis(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    ints = (int, np.integer)
+    if isinstance(value, ints) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, tuple | list) and all(
+        isinstance(a, ints) and not isinstance(a, bool | np.bool_) for a in value
+    ):
+        return tuple(int(a) for a in value)
+    raise HyperParameterError(
+        f"{name} must be None, an int or a tuple of ints, got {name}={value!r}"
+    )
+
+
+_AXIS = Kind(_check_axis, "None, an int or a tuple of ints")
+
+
+class adaptive_grad_clip(Leafwise):
     r"""Adaptive gradient clipping (AGC): bound each unit's gradient by its weight's norm.
 
     For each unit ``i`` (by default: a whole vector or scalar, a column of a dense
@@ -270,46 +258,37 @@ def adaptive_grad_clip(
         >>> tx.update(jnp.array([6.0, 8.0]), tx.init(p), p)[0]
         Array([0.3, 0.4], dtype=float32)
     """
-    check_nonnegative("clipping", clipping)
-    check_nonnegative("eps", eps)
 
-    def init(params: Params) -> AdaptiveGradClipState:
-        del params
-        return AdaptiveGradClipState()
+    clipping: float = hyper(NONNEGATIVE)
+    eps: float = hyper(NONNEGATIVE, 1e-3)
+    axis: Axis = static(None, _AXIS)
 
-    def update(
-        updates: Updates, state: AdaptiveGradClipState, params: Params | None = None
-    ) -> tuple[Updates, AdaptiveGradClipState]:
-        params = require_params("adaptive_grad_clip", params)
+    needs_params = True
+    elementwise = False
 
-        def leaf(g: jax.Array, p: jax.Array) -> jax.Array:
-            x = up(g)
-            g_norm = _unit_norm(x, axis)
-            p_norm = _unit_norm(jnp.asarray(p), axis).astype(g_norm.dtype)
-            max_norm = coef(clipping, g_norm) * jnp.maximum(p_norm, coef(eps, g_norm))
-            clipped = x * (max_norm / jnp.maximum(g_norm, coef(1e-6, g_norm)))
-            return store(jnp.where(g_norm < max_norm, x, clipped), g.dtype)
-
-        return tree_map(leaf, updates, params, names=("updates", "params")), state
-
-    return GradientTransformation(init, update)
+    def leaf(self, g: jax.Array, *, p: jax.Array) -> jax.Array:
+        g_norm = _unit_norm(g, self.axis)
+        p_norm = _unit_norm(p, self.axis).astype(g_norm.dtype)
+        max_norm = self.clipping * jnp.maximum(p_norm, self.eps)
+        clipped = g * (max_norm / jnp.maximum(g_norm, 1e-6))
+        return jnp.where(g_norm < max_norm, g, clipped)
 
 
 # ---- cleaning and constraints ----------------------------------------------------------
 
 
 class ZeroNansState(NamedTuple):
-    """State of :func:`zero_nans`: per leaf, whether the last update had a NaN."""
+    """State of :class:`zero_nans`: per leaf, whether the last update had a NaN."""
 
     found_nan: Any
 
 
-@cached_factory
-def zero_nans() -> GradientTransformation:
+class zero_nans(Leafwise):
     r"""Replace NaNs by zeros: $u = 0$ where $g$ is NaN, else $g$.
 
     The state records, per leaf, whether the last update had a NaN (for logging; the
-    transform itself does not read it).
+    transform itself does not read it). Run on packed buffers
+    (:mod:`funcopt.packing`), it records one flag per buffer.
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -319,26 +298,27 @@ def zero_nans() -> GradientTransformation:
         (Array([1., 0.], dtype=float32), Array(True, dtype=bool))
     """
 
-    def init(params: Params) -> ZeroNansState:
+    def leaf(self, g: jax.Array) -> jax.Array:
+        return jnp.where(jnp.isnan(g), jnp.zeros_like(g), g)
+
+    def init_state(self, params: Params) -> OptState:
+        check_float_leaves(params)
         return ZeroNansState(found_nan=jax.tree.map(lambda p: jnp.zeros([], bool), params))
 
-    def update(
-        updates: Updates, state: ZeroNansState, params: Params | None = None
-    ) -> tuple[Updates, ZeroNansState]:
-        del params, state
+    def apply(
+        self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
+    ) -> tuple[Updates, OptState]:
+        if not isinstance(state, ZeroNansState):
+            raise StructureError(
+                f"zero_nans keeps a ZeroNansState, got a state of type {type(state).__name__}: "
+                "was it made by this transform's init?"
+            )
+        out, _ = super().apply(updates, EmptyState(), params, count)
         found = jax.tree.map(lambda g: jnp.any(jnp.isnan(g)), updates)
-        out = jax.tree.map(lambda g: jnp.where(jnp.isnan(g), jnp.zeros_like(g), g), updates)
         return out, ZeroNansState(found_nan=found)
 
-    return GradientTransformation(init, update)
 
-
-class NonNegativeParamsState(NamedTuple):
-    """:func:`keep_params_nonnegative` keeps no state."""
-
-
-@cached_factory
-def keep_params_nonnegative() -> GradientTransformation:
+class keep_params_nonnegative(Leafwise):
     r"""Stop the parameters from going negative: $u = -\theta$ where $\theta + u < 0$.
 
     Put it last in a chain, so that ``u`` is the final step. A parameter that is
@@ -352,50 +332,58 @@ def keep_params_nonnegative() -> GradientTransformation:
         Array([-1., -1.], dtype=float32)
     """
 
-    def init(params: Params) -> NonNegativeParamsState:
-        del params
-        return NonNegativeParamsState()
+    needs_params = True
 
-    def update(
-        updates: Updates, state: NonNegativeParamsState, params: Params | None = None
-    ) -> tuple[Updates, NonNegativeParamsState]:
-        params = require_params("keep_params_nonnegative", params)
-
-        def leaf(u: jax.Array, p: jax.Array) -> jax.Array:
-            x, theta = up(u), up(jnp.asarray(p))
-            theta = theta.astype(x.dtype)
-            return store(jnp.where(theta + x < 0, -theta, x), u.dtype)
-
-        return tree_map(leaf, updates, params, names=("updates", "params")), state
-
-    return GradientTransformation(init, update)
+    def leaf(self, g: jax.Array, *, p: jax.Array) -> jax.Array:
+        theta = p.astype(g.dtype)
+        return jnp.where(theta + g < 0, -theta, g)
 
 
 # ---- noise -----------------------------------------------------------------------------
 
 
 class AddNoiseState(NamedTuple):
-    """State of :func:`add_noise`: the step count and the key for the next draw."""
+    """State of :class:`add_noise`: the step count and the key for the next draw."""
 
     count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
     rng_key: jax.Array
 
 
-def _as_key(key: jax.Array | int | None) -> jax.Array:
-    """A typed PRNG key from a typed key, a raw ``uint32[2]`` key, or an integer seed."""
+def _is_typed_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _check_key(name: str, value: Any) -> Any:
+    if value is None or is_traced(value):
+        return value
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    if _is_typed_key(value) and value.ndim == 0:
+        return value
+    if isinstance(value, jax.Array | np.ndarray) and value.dtype == np.uint32 and value.ndim == 1:
+        return value
+    raise HyperParameterError(
+        f"{name} must be an integer seed, a PRNG key (typed, or a raw uint32 key) or None, "
+        f"got {name}={value!r}"
+    )
+
+
+_KEY = Kind(_check_key, "an integer seed, a PRNG key or None")
+
+
+def _new_key(key: Any) -> jax.Array:
+    """A fresh typed PRNG key array from a seed, a typed key or a raw ``uint32`` key."""
     if key is None:
         return jax.random.key(0)
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    if isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32:
-        return jax.random.wrap_key_data(key)
+    if _is_typed_key(key):
+        data = jnp.array(jax.random.key_data(key), copy=True)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+    if isinstance(key, jax.Array | np.ndarray):
+        return jax.random.wrap_key_data(jnp.array(key, copy=True))
     return jax.random.key(key)
 
 
-@cached_factory
-def add_noise(
-    eta: float | jax.Array, gamma: float | jax.Array, key: jax.Array | int | None = None
-) -> GradientTransformation:
+class add_noise(GradientTransformation):
     r"""Add annealed Gaussian noise to the updates (Neelakantan et al., 2015).
 
     $$ u_t = g_t + \sigma_t\, \xi_t, \qquad \sigma_t^2 = \frac{\eta}{t^{\gamma}},
@@ -403,13 +391,15 @@ def add_noise(
 
     The draws are the same as ``optax.add_noise`` with the same key: each step splits
     the key in two, keeps one half for the next step and splits the other into one
-    key per leaf (in ``jax.tree.leaves`` order).
+    key per leaf (in ``jax.tree.leaves`` order). The transform keeps the key as given;
+    each ``init`` makes a fresh key array of it.
 
     Args:
         eta: ``η ≥ 0``, the noise variance at the first step.
         gamma: ``γ ≥ 0``, how fast the variance decays (the paper uses 0.55).
         key: a PRNG key (typed, or a raw ``uint32[2]``) or an integer seed; ``None``
             means seed 0.
+        seed: deprecated (as in optax): an integer seed, in place of ``key``.
 
     Reference: Neelakantan et al., *Adding Gradient Noise Improves Learning for Very
     Deep Networks*, 2015.
@@ -421,29 +411,63 @@ def add_noise(
         >>> u.shape, int(state.count)
         ((3,), 1)
     """
-    check_nonnegative("eta", eta)
-    check_nonnegative("gamma", gamma)
 
-    def init(params: Params) -> AddNoiseState:
-        del params
-        return AddNoiseState(count=new_count(), rng_key=_as_key(key))
+    eta: float = hyper(NONNEGATIVE)
+    gamma: float = hyper(NONNEGATIVE)
+    key: Any = static(None, _KEY)
 
-    def update(
-        updates: Updates, state: AddNoiseState, params: Params | None = None
-    ) -> tuple[Updates, AddNoiseState]:
-        del params
+    def __init__(
+        self,
+        eta: float | jax.Array,
+        gamma: float | jax.Array,
+        key: jax.Array | int | None = None,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        if seed is not None:
+            if key is not None:
+                raise ValueError("add_noise: only one of seed or key can be specified")
+            warnings.warn(
+                'add_noise: "seed" is deprecated, use "key"', DeprecationWarning, stacklevel=2
+            )
+            key = seed
+        object.__setattr__(self, "eta", eta)
+        object.__setattr__(self, "gamma", gamma)
+        object.__setattr__(self, "key", key)
+        self.__post_init__()
+
+    def init_state(self, params: Params) -> OptState:
+        check_float_leaves(params)
+        return AddNoiseState(count=jnp.zeros([], jnp.int32), rng_key=_new_key(self.key))
+
+    def apply(
+        self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
+    ) -> tuple[Updates, OptState]:
+        del params, count, extra
+        if not isinstance(state, AddNoiseState):
+            raise StructureError(
+                f"add_noise keeps an AddNoiseState, got a state of type {type(state).__name__}: "
+                "was it made by this transform's init?"
+            )
         t = safe_increment(state.count)
-        sigma = jnp.sqrt(eta / t.astype(jnp.float32) ** gamma)
+        sigmas: dict[Any, jax.Array] = {}  # σ_t once per precision
+
+        def sigma(x: jax.Array) -> jax.Array:
+            real = real_dtype(x.dtype)
+            if real not in sigmas:
+                eta, gamma = coef(self.eta, x), coef(self.gamma, x)
+                sigmas[real] = jnp.sqrt(eta / t.astype(real) ** gamma)
+            return sigmas[real]
+
         next_key, draw_key = jax.random.split(state.rng_key)
         leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(draw_key, len(leaves))
 
         def leaf(g: jax.Array, k: jax.Array) -> jax.Array:
+            g = jnp.asarray(g)
             x = up(g)
-            noise = jax.random.normal(k, jnp.shape(g), g.dtype).astype(x.dtype)
-            return store(x + coef(sigma, x) * noise, g.dtype)
+            noise = jax.random.normal(k, g.shape, g.dtype).astype(x.dtype)
+            return (x + sigma(x) * noise).astype(g.dtype)
 
-        out = jax.tree.unflatten(treedef, [leaf(g, k) for g, k in zip(leaves, keys, strict=True)])
-        return out, AddNoiseState(count=t, rng_key=next_key)
-
-    return GradientTransformation(init, update)
+        out = [leaf(g, k) for g, k in zip(leaves, keys, strict=True)]
+        return jax.tree.unflatten(treedef, out), AddNoiseState(count=t, rng_key=next_key)

@@ -34,7 +34,6 @@ per-leaf. :func:`register_elementwise` adds your own transforms to the registry.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -42,7 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import GradientTransformation, OptState, Params, Updates, apply_updates
+from funcopt.base import GradientTransformation, OptState, Params, Updates
+from funcopt.trees import apply_updates
 
 __all__ = [
     "Layout",
@@ -53,7 +53,6 @@ __all__ = [
     "pack",
     "packed_init",
     "packed_state",
-    "register_elementwise",
     "unpack",
 ]
 
@@ -220,75 +219,14 @@ def unpack(packed: Packed) -> Any:
 
 # ---- which transforms may run on the flat buffers ----------------------------------------
 
-_ELEMENTWISE: dict[Any, Callable[[dict[str, Any]], list[Any] | None]] = {}
-"""update-function key (:func:`_key`) -> ``children(closure)``: the inner transforms that must
-be elementwise too, or ``None`` if this instance is not elementwise."""
-
-
-def register_elementwise(
-    tx: GradientTransformation | Any,
-    children: Callable[[dict[str, Any]], list[Any] | None] = lambda closure: [],
-) -> None:
-    """Declare that transforms built like ``tx`` are elementwise.
-
-    Every transform whose ``update`` function has the same code as ``tx.update`` (any
-    instance of the same factory; for transforms built by a generic helper such as
-    ``stateless``, also the same per-leaf function) is then run directly on flat buffers
-    by the packed step. Only register a transform whose every output coordinate depends on the same
-    coordinate of ``updates``, ``state`` and ``params`` and on scalars alone, and whose
-    behaviour does not depend on leaf shapes or on the tree structure.
-
-    Args:
-        tx: an instance of the transform.
-        children: for wrappers, a function of ``update``'s closure variables returning
-            the inner transforms that must be elementwise too (or ``None`` to reject
-            this instance, e.g. when a mask is set).
-
-    Example:
-        >>> import jax, funcopt
-        >>> def negate():
-        ...     def update(updates, state, params=None):
-        ...         return jax.tree.map(lambda g: -g, updates), state
-        ...     return funcopt.GradientTransformation(lambda params: (), update)
-        >>> funcopt.is_elementwise(negate())
-        False
-        >>> funcopt.register_elementwise(negate())
-        >>> funcopt.is_elementwise(negate())  # every instance, and chains of them
-        True
-    """
-    key = _key(tx.update)  # type: ignore[union-attr]
-    if key is None:
-        raise TypeError(f"register_elementwise: {tx!r} has no plain-function update to register")
-    _ELEMENTWISE[key] = children
-
-
-def _key(update: Any) -> Any:
-    """The registry key of an ``update`` function: its code, and, for transforms built by
-    a generic helper (``stateless``, ``_moment``: the per-leaf function is the closure
-    variable ``leaf``), that function too, so that registering ``set_to_zero()`` does not
-    also register every other transform the same helper builds."""
-    code = getattr(update, "__code__", None)
-    if code is None:
-        return None
-    try:
-        leaf = inspect.getclosurevars(update).nonlocals.get("leaf")
-    except (TypeError, ValueError):
-        return code
-    if leaf is None:
-        return code
-    leaf_id = getattr(leaf, "__code__", leaf)
-    try:
-        hash(leaf_id)
-    except TypeError:
-        return None
-    return (code, leaf_id)
-
 
 def is_elementwise(tx: GradientTransformation | Any) -> bool:
-    """Whether ``tx`` is known to be elementwise, so that it may run on flat buffers.
+    """Whether ``tx`` declares itself elementwise, so that it may run on flat buffers.
 
-    Unknown transforms (including every optax transform) give ``False``: they are run
-    on the tree view, which is always correct.
+    Every funcopt transform declares it (``tx.elementwise``): a primitive whose every
+    output coordinate depends only on the same coordinate of its inputs and on scalars, or
+    a combinator of such primitives. Anything else (including every optax transform) gives
+    ``False`` and runs on the tree view, which is always correct.
 
     Args:
         tx: a gradient transformation (funcopt's, optax's or your own).
@@ -302,36 +240,7 @@ def is_elementwise(tx: GradientTransformation | Any) -> bool:
         >>> funcopt.is_elementwise(funcopt.adamw(1e-3, mask={"w": True}))  # a mask
         False
     """
-    update = getattr(tx, "update", None)
-    key = _key(update)
-    if key is None or key not in _ELEMENTWISE:
-        return False
-    try:
-        closure = dict(inspect.getclosurevars(update).nonlocals)  # type: ignore[arg-type]
-        inner = _ELEMENTWISE[key](closure)
-    except (KeyError, TypeError, ValueError):
-        return False
-    return inner is not None and all(is_elementwise(t) for t in inner)
-
-
-def _register_funcopt() -> None:
-    from funcopt import base, optimizers, primitives
-
-    register_elementwise(base.identity())
-    register_elementwise(base.chain(), lambda c: list(c["transforms"]))
-    register_elementwise(primitives.scale_by_momentum())
-    register_elementwise(primitives.bias_correction(0.9))
-    register_elementwise(primitives.scale_by_rms(), lambda c: [c["num"]])
-    register_elementwise(primitives.scale_by_stddev())
-    register_elementwise(primitives.scale(1.0))
-    register_elementwise(primitives.scale_by_learning_rate(1.0))
-    register_elementwise(
-        primitives.add_decayed_weights(), lambda c: [] if c["mask"] is None else None
-    )
-    del optimizers  # the optimizers are compositions of the above
-
-
-_register_funcopt()
+    return isinstance(tx, GradientTransformation) and bool(tx.elementwise)
 
 
 # ---- packed optimizer state -------------------------------------------------------------
@@ -361,7 +270,7 @@ def packed_init(
         >>> packed = funcopt.pack({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
         >>> state = funcopt.packed_init(funcopt.scale_by_momentum(0.9), packed)
         >>> jax.tree.map(jnp.shape, state)  # one flat moment buffer
-        MomentumState(m=((9,),))
+        MomentumState(mu=((9,),))
         >>> type(funcopt.packed_init(funcopt.lamb(1e-3), packed)).__name__
         'Packed'
     """
@@ -393,7 +302,7 @@ def packed_state(
         >>> params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
         >>> state = tx.init(params)
         >>> jax.tree.map(jnp.shape, state)
-        MomentumState(m=((9,),))
+        MomentumState(mu=((9,),))
         >>> grads = {"w": jnp.ones((2, 3)), "b": jnp.full(3, 2.0)}
         >>> u, state = tx.update(grads, state)
         >>> u["b"]  # (1 − β) g: a tree again

@@ -33,7 +33,8 @@ from typing import Any
 
 import jax
 
-from funcopt.base import GradientTransformation, OptState, Params, apply_updates
+from funcopt.base import GradientTransformation, OptState, Params
+from funcopt.trees import apply_updates
 
 __all__ = ["TrainStep", "make_train_step"]
 

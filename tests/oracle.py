@@ -1,8 +1,10 @@
 """Shared machinery for comparing funcopt with independent oracles (optax, torch.optim).
 
-``random_params`` builds nested pytrees of mixed shapes; ``run`` drives any
-``(init, update)`` pair for many steps inside one ``lax.scan`` (one compilation);
-``assert_rel_close`` compares leaf by leaf with a relative error.
+``random_params`` builds nested pytrees of mixed shapes; ``quadratic_grads``,
+``wavy_grads`` and ``wave_grads`` are deterministic gradient functions of the params and
+the step; ``run`` drives any ``(init, update)`` pair for many steps inside one
+``lax.scan`` (one compilation); ``assert_rel_close`` compares leaf by leaf with a
+relative error.
 """
 
 from __future__ import annotations
@@ -46,6 +48,40 @@ def quadratic_grads(params: Any, step: jax.Array) -> Any:
         curvature = 0.5 + i
         out.append((curvature * (p - 0.3) + wave.astype(p.dtype)).astype(p.dtype))
     return treedef.unflatten(out)
+
+
+def wavy_grads(params: Any, step: jax.Array) -> Any:
+    """A stretched quadratic's gradient plus a deterministic wave in every coordinate.
+
+    Like ``quadratic_grads`` (the quadratic contracts rounding differences, the wave
+    keeps each coordinate's gradient changing sign and size) with other frequencies and
+    phases; the wrapper tests (masked, partition, inject_hyperparams, MultiSteps,
+    lookahead, ...) run on it.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    t = step.astype(jnp.float32)
+    out = []
+    for i, p in enumerate(leaves):
+        phase = jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape) * 0.618
+        wave = jnp.sin(t * (0.37 + 0.11 * i) + phase) * (1.0 + jnp.cos(0.05 * t))
+        out.append((0.5 + i) * (p - 0.3) + wave.astype(p.dtype))
+    return treedef.unflatten(out)
+
+
+def wave_grads(params: Any, step: jax.Array) -> Any:
+    """Gradient of a stretched quadratic plus a deterministic wave per coordinate.
+
+    Like ``quadratic_grads`` (the quadratic contracts rounding differences, the wave
+    keeps every coordinate's gradient changing sign and size) with a plain sine; the
+    schedule tests run optimizers holding a schedule on it.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    t = step.astype(jnp.float32)
+    out = []
+    for i, p in enumerate(leaves):
+        phase = jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape)
+        out.append((0.5 + i) * (p - 0.3) + jnp.sin(0.7 * (i + 1) * t + phase))
+    return jax.tree.unflatten(treedef, out)
 
 
 def run(

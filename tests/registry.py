@@ -1,13 +1,16 @@
-"""One table of every optimizer and wrapper funcopt has, for the shared property tests.
+"""The one table of every optimizer and wrapper funcopt has.
 
-Each :class:`Entry` builds its transform from a learning rate (a number or a
-schedule), so the same row serves the property tests (constant rate), the checkpoint
-tests and the long runs (scheduled rate). ``optax`` gives the independent float64
-reference of the long runs where optax has a counterpart with the same arguments.
+Each :class:`Entry` builds its transform from a learning rate (a number or a schedule).
+The same rows drive
 
-Rows name the funcopt attributes they need in ``requires``; a row whose names are not
-(yet) in funcopt is not silently skipped: ``missing()`` lists them and
-``test_registry_complete`` fails on them.
+- the property, checkpoint, error and long-run tests (``available()``, at ``LR``);
+- the oracle tests (``tests/test_oracles.py``), at each row's own ``lr``: the ``optax``
+  twin (float32, and float64 where ``f64``), ``torch.optim`` in float64 where ``torch`` is
+  given, and the paper's equations written out in NumPy where ``paper`` is given.
+
+Rows with ``variant=True`` are other configurations of a row above, for the oracles only.
+Rows name the funcopt attributes they need in ``requires``; ``missing()`` lists those
+funcopt lacks and ``test_registry_complete`` fails on them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import optax
 import optax.contrib
 
@@ -45,6 +49,13 @@ class Entry(NamedTuple):
     optax: Callable[[Any], Any] | None = None  # the same optimizer in optax
     wrap: Callable[[Any], Any] | None = None  # params as the transform expects them
     optax_wrap: Callable[[Any], Any] | None = None  # params as the optax twin expects them
+    lr: float = LR  # the learning rate of the oracle runs
+    f32: bool = True  # compared with optax over 1000 float32 steps (test_oracles)
+    f64: bool = False  # also compared with optax in float64 (tolerance 1e-10)
+    torch: Callable[[list, float], Any] | None = None  # (tensors, lr) -> torch.optim optimizer
+    paper: Callable[[float], Any] | None = None  # lr -> per-leaf NumPy reference, .step(p, g)
+    variant: bool = False  # another configuration of a row above: oracle tests only
+    steps32: int = 1000  # float32 steps against optax (fewer for chaotic ones)
 
     def params(self, params: Any) -> Any:
         return self.wrap(params) if self.wrap else params
@@ -53,13 +64,122 @@ class Entry(NamedTuple):
         return self.optax_wrap(params) if self.optax_wrap else params
 
 
-def _same(name: str, **kw: Any) -> Entry:
-    """``funcopt.<name>(lr, **kw)`` with ``optax.<name>(lr, **kw)`` as its twin."""
-    return Entry(
-        name,
-        lambda lr: getattr(fo, name)(lr, **kw),
-        (name,),
-        (lambda lr: getattr(optax, name)(lr, **kw)) if hasattr(optax, name) else None,
+def same(name: str, *, requires: tuple[str, ...] = (), **kw: Any) -> Callable[..., Entry]:
+    """A row ``funcopt.<name>(lr, **kw)`` with ``optax.<name>(lr, **kw)`` as its twin."""
+
+    def entry(label: str | None = None, **options: Any) -> Entry:
+        twin = getattr(optax, name, None) or getattr(optax.contrib, name, None)
+        return Entry(
+            label or name,
+            lambda lr: getattr(fo, name)(lr, **kw),
+            (name, *requires),
+            (lambda lr: twin(lr, **kw)) if twin is not None else None,
+            **options,
+        )
+
+    return entry
+
+
+# ---- paper references (NumPy, one object per leaf) ---------------------------------------
+
+
+class ChapterGDM:
+    """The chapter's GDM class: m = β m + (1 − β) g, θ ← θ − η m."""
+
+    def __init__(self, lr: float, momentum: float = 0.0) -> None:
+        self.lr, self.beta, self.m = lr, momentum, None
+
+    def step(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        self.m = np.zeros_like(p) if self.m is None else self.m
+        self.m = self.beta * self.m + (1 - self.beta) * g
+        return p - self.lr * self.m
+
+
+class ChapterRMSProp:
+    """The chapter's RMSProp, no ε: v = β v + (1 − β) g², θ ← θ − η g / √v."""
+
+    def __init__(self, lr: float, beta: float = 0.9) -> None:
+        self.lr, self.beta, self.v = lr, beta, None
+
+    def step(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        self.v = np.zeros_like(p) if self.v is None else self.v
+        self.v = self.beta * self.v + (1 - self.beta) * g**2
+        return p - self.lr * g / np.sqrt(self.v)
+
+
+class ChapterAdam:
+    """The chapter's Adam (and AdamW with λ ≠ 0), t from 1 at the first step."""
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0) -> None:
+        self.lr, self.b1, self.b2, self.eps, self.wd = lr, beta1, beta2, eps, weight_decay
+        self.t, self.m, self.v = 0, None, None
+
+    def step(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        self.t += 1
+        self.m = np.zeros_like(p) if self.m is None else self.m
+        self.v = np.zeros_like(p) if self.v is None else self.v
+        self.m = self.b1 * self.m + (1 - self.b1) * g
+        self.v = self.b2 * self.v + (1 - self.b2) * g**2
+        m_hat = self.m / (1 - self.b1**self.t)
+        v_hat = self.v / (1 - self.b2**self.t)
+        # AdamW: θ ← θ − η (m̂ / (√v̂ + ε) + λ θ); λ = 0 is Adam.
+        return p - self.lr * (m_hat / (np.sqrt(v_hat) + self.eps) + self.wd * p)
+
+
+class PaperYogi:
+    """Zaheer et al. (2018), Algorithm 2, with m₀ = 0, v₀ = 10⁻⁶, bias-corrected as optax."""
+
+    def __init__(self, lr: float, b1=0.9, b2=0.999, eps=1e-3) -> None:
+        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
+        self.m = self.v = None
+
+    def step(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        self.t += 1
+        self.m = np.zeros_like(p) if self.m is None else self.m
+        self.v = np.full_like(p, 1e-6) if self.v is None else self.v
+        self.m = self.b1 * self.m + (1 - self.b1) * g
+        self.v = self.v - (1 - self.b2) * np.sign(self.v - g * g) * g * g
+        m_hat, v_hat = self.m / (1 - self.b1**self.t), self.v / (1 - self.b2**self.t)
+        return p - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+class ZeilerAdadelta:
+    """Zeiler (2012), Algorithm 1: no learning rate (η = 1)."""
+
+    def __init__(self, lr: float, rho=0.95, eps=1e-6) -> None:
+        del lr
+        self.rho, self.eps, self.eg, self.ex = rho, eps, None, None
+
+    def step(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        self.eg = np.zeros_like(p) if self.eg is None else self.eg
+        self.ex = np.zeros_like(p) if self.ex is None else self.ex
+        self.eg = self.rho * self.eg + (1 - self.rho) * g * g
+        dx = -np.sqrt(self.ex + self.eps) / np.sqrt(self.eg + self.eps) * g
+        self.ex = self.rho * self.ex + (1 - self.rho) * dx * dx
+        return p + dx
+
+
+# ---- torch.optim (imported on use: it is slow to import) ---------------------------------
+
+
+def _torch(name: str, **kw: Any) -> Callable[[list, float], Any]:
+    def make(tensors: list, lr: float) -> Any:
+        import torch
+
+        return getattr(torch.optim, name)(tensors, lr=lr, **kw)
+
+    return make
+
+
+def _torch_amsgrad(lr: Any) -> Any:
+    """torch's AMSGrad: the running max is over v, the bias correction after it."""
+    return fo.chain(
+        fo.precondition(
+            fo.debiased_momentum(0.9),
+            fo.chain(fo.second_moment(0.999), fo.running_max(), fo.bias_correction(0.999)),
+            eps=1e-8,
+        ),
+        fo.scale_by_learning_rate(lr),
     )
 
 
@@ -68,71 +188,214 @@ def _lookahead_params(p: Any) -> Any:
 
 
 ENTRIES: list[Entry] = [
-    # ---- the chapter's optimizers --------------------------------------------------
-    Entry("gd", lambda lr: fo.gd(lr), ("gd",), lambda lr: optax.sgd(lr)),
-    # gdm(η, β) equals optax.sgd(η (1 − β), β) (damped vs. heavy-ball trace).
+    # ---- the chapter's optimizers --------------------------------------------------------
+    Entry(
+        "gd",
+        lambda lr: fo.gd(lr),
+        ("gd",),
+        lambda lr: optax.sgd(lr),
+        lr=0.05,
+        f64=True,
+        paper=lambda lr: ChapterGDM(lr),
+    ),
+    # gdm(η, β) equals optax.sgd(η (1 − β), β): the damped average is (1 − β) × the trace.
     Entry(
         "gdm",
         lambda lr: fo.gdm(lr, 0.9),
         ("gdm",),
         lambda lr: optax.sgd((lambda c: 0.1 * lr(c)) if callable(lr) else 0.1 * lr, 0.9),
+        lr=0.05,
+        f64=True,
+        paper=lambda lr: ChapterGDM(lr, 0.9),
     ),
-    Entry("sgd", lambda lr: fo.sgd(lr), ("sgd",), lambda lr: optax.sgd(lr)),
-    _same("sgd", momentum=0.9, nesterov=True)._replace(name="sgd-nesterov"),
-    _same("rmsprop"),
-    _same("rmsprop", centered=True, momentum=0.9)._replace(name="rmsprop-centered"),
-    _same("adam"),
-    _same("adamw", weight_decay=0.1),
-    _same("adamw", weight_decay=0.1, mask=_by_rank)._replace(name="adamw-mask"),
-    # ---- optimizers beyond the chapter ----------------------------------------------
-    _same("nadam"),
-    _same("nadamw", weight_decay=0.1),
-    _same("amsgrad"),
-    _same("adamax"),
-    _same("adamaxw", weight_decay=0.1),
-    _same("adagrad"),
-    _same("adadelta"),
-    _same("adabelief"),
-    _same("radam"),
-    _same("yogi"),
-    _same("lion", weight_decay=0.01),
-    _same("lamb", weight_decay=0.01),
-    _same("lars"),
-    _same("adafactor")._replace(requires=("adafactor", "clip_by_block_rms")),
-    _same("adafactor", min_dim_size_to_factor=2)._replace(
-        name="adafactor-factored", requires=("adafactor", "clip_by_block_rms")
+    Entry("sgd", lambda lr: fo.sgd(lr), ("sgd",), lambda lr: optax.sgd(lr), lr=0.05),
+    same("sgd", momentum=0.9)(
+        "sgd-momentum", lr=0.02, f64=True, torch=_torch("SGD", momentum=0.9), variant=True
     ),
-    _same("sign_sgd"),
-    _same("signum"),
+    same("sgd", momentum=0.9, nesterov=True)(
+        "sgd-nesterov", lr=0.02, f64=True, torch=_torch("SGD", momentum=0.9, nesterov=True)
+    ),
+    same("rmsprop")(lr=0.01, f64=True),
+    Entry(
+        "rmsprop-chapter",
+        lambda lr: fo.rmsprop(lr, 0.9, eps=0.0),
+        ("rmsprop",),
+        paper=lambda lr: ChapterRMSProp(lr, 0.9),
+        variant=True,
+    ),
+    same("rmsprop", decay=0.99, eps_in_sqrt=False)(
+        "rmsprop-torchlike",
+        lr=0.01,
+        f64=True,
+        variant=True,
+        torch=_torch("RMSprop", alpha=0.99, eps=1e-8),
+    ),
+    same("rmsprop", centered=True, eps_in_sqrt=False)(
+        "rmsprop-centered-torchlike",
+        lr=0.01,
+        variant=True,
+        torch=_torch("RMSprop", alpha=0.9, eps=1e-8, centered=True),
+    ),
+    same("rmsprop", centered=True, momentum=0.9, nesterov=True)(
+        "rmsprop-centered", lr=0.01, f64=True
+    ),
+    same("rmsprop", initial_scale=1.0, bias_correction=True)(
+        "rmsprop-debiased-scaled", lr=0.01, f64=True, variant=True
+    ),
+    same("adam")(
+        lr=0.01, f64=True, torch=_torch("Adam"), paper=lambda lr: ChapterAdam(lr, 0.9, 0.999)
+    ),
+    same("adam", b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8)(
+        "adam-eps_root", lr=0.01, f64=True, variant=True
+    ),
+    Entry(
+        "adam-schedule",
+        lambda lr: fo.adam(optax.exponential_decay(0.02, 100, 0.5)),
+        ("adam",),
+        lambda lr: optax.adam(optax.exponential_decay(0.02, 100, 0.5)),
+        f64=True,
+        variant=True,
+    ),
+    same("adamw", weight_decay=0.1)(
+        lr=0.01,
+        f64=True,
+        torch=_torch("AdamW", weight_decay=0.1),
+        paper=lambda lr: ChapterAdam(lr, 0.9, 0.999, weight_decay=0.1),
+    ),
+    same("adamw", weight_decay=0.1, mask=_by_rank)("adamw-mask", lr=0.01, f64=True),
+    # ---- the adaptive optimizers beyond the chapter --------------------------------------
+    same("nadam")(lr=0.01),
+    same("nadam", b1=0.8, eps_root=1e-8)("nadam-eps_root", lr=0.01, variant=True),
+    same("nadamw", weight_decay=0.1)(lr=0.01),
+    same("amsgrad")(lr=0.01),
+    same("amsgrad", bias_correction_mu=False, bias_correction_nu=False, eps_root=1e-8)(
+        "amsgrad-uncorrected", lr=0.01, variant=True
+    ),
+    Entry(
+        "amsgrad-torch-order",
+        _torch_amsgrad,
+        ("precondition", "running_max"),
+        torch=_torch("Adam", amsgrad=True),
+        variant=True,
+    ),
+    same("adamax")(lr=0.01, torch=_torch("Adamax")),
+    same("adamaxw", weight_decay=0.1, mask=_matrices)(lr=0.01),
+    same("adagrad")(lr=0.1),
+    # torch: g / (√s + ε); optax and funcopt: g / √(s + ε): equal for ε = 0.
+    same("adagrad", initial_accumulator_value=0.1, eps=0.0)(
+        "adagrad-eps0",
+        lr=0.1,
+        variant=True,
+        torch=_torch("Adagrad", initial_accumulator_value=0.1, eps=0.0),
+    ),
+    same("adadelta", weight_decay=0.01)(
+        lr=1.0, torch=_torch("Adadelta", rho=0.9, eps=1e-6, weight_decay=0.01)
+    ),
+    Entry(
+        "adadelta-zeiler",
+        lambda lr: fo.adadelta(rho=0.95, eps=1e-6),
+        ("adadelta",),
+        paper=lambda lr: ZeilerAdadelta(lr, 0.95, 1e-6),
+        variant=True,
+    ),
+    same("adabelief")(lr=0.01),
+    same("adabelief", nesterov=True)("adabelief-nesterov", lr=0.01, variant=True),
+    same("radam")(lr=0.01),
+    same("radam", nesterov=True, threshold=4.0)("radam-nesterov", lr=0.01, variant=True),
+    # torch adds ε to √v before dividing by √(1 − β₂ᵗ): equal for ε = 0.
+    Entry(
+        "radam-eps0",
+        lambda lr: fo.radam(lr, eps=0.0),
+        ("radam",),
+        lr=0.01,
+        torch=_torch("RAdam", eps=0.0),
+        variant=True,
+    ),
+    same("yogi")(lr=0.01, paper=lambda lr: PaperYogi(lr)),
+    # ---- sign methods, layer-wise, factored, noise ---------------------------------------
+    same("lion", weight_decay=0.01)(f32=False),
+    same("lion", weight_decay=0.1)("lion-decay", lr=0.001, variant=True),
+    same("sign_sgd")(lr=0.003),
+    same("signum")(f32=False),
+    same("signum", beta=0.8)("signum-beta", lr=0.003, variant=True),
+    same("lamb", weight_decay=0.01)(f32=False),
+    same("lamb", weight_decay=0.1, mask=_matrices)("lamb-mask", lr=0.01, variant=True),
+    same("lars")(f32=False),
+    same("lars", weight_decay=0.01)("lars-decay", lr=0.5, variant=True),
+    same(
+        "lars",
+        weight_decay=0.01,
+        weight_decay_mask=_matrices,
+        trust_ratio_mask=_matrices,
+        nesterov=True,
+    )("lars-masked-nesterov", lr=0.05, variant=True),
+    same("novograd", weight_decay=0.01)(),
+    same("adafactor", requires=("clip_by_block_rms",))(f32=False),
+    same("adafactor", min_dim_size_to_factor=2, requires=("clip_by_block_rms",))(
+        "adafactor-factored"
+    ),
+    Entry(
+        "adafactor-momentum-decay",
+        lambda lr: fo.adafactor(
+            None,
+            min_dim_size_to_factor=3,
+            momentum=0.9,
+            weight_decay_rate=0.01,
+            clipping_threshold=None,
+            decay_rate=0.7,
+        ),
+        ("adafactor",),
+        lambda lr: optax.adafactor(
+            None,
+            min_dim_size_to_factor=3,
+            momentum=0.9,
+            weight_decay_rate=0.01,
+            clipping_threshold=None,
+            decay_rate=0.7,
+        ),
+        variant=True,
+    ),
+    same("adafactor", factored=False)("adafactor-unfactored", variant=True),
     Entry(
         "noisy_sgd",
         lambda lr: fo.noisy_sgd(lr, key=3),
         ("noisy_sgd", "add_noise"),
         lambda lr: optax.noisy_sgd(lr, key=3),
     ),
-    _same("novograd"),
-    Entry("muon", lambda lr: fo.muon(lr), ("muon",), lambda lr: optax.contrib.muon(lr)),
+    # ---- modern --------------------------------------------------------------------------
+    # Muon orthogonalises a noise-dominated momentum near the optimum, where one ulp
+    # between two equal programs grows ~10× every ~50 steps: float32 over 200 steps only.
+    Entry(
+        "muon",
+        lambda lr: fo.muon(lr),
+        ("muon",),
+        lambda lr: optax.contrib.muon(lr),
+        steps32=200,
+    ),
     # schedule-free methods replace the schedule: a constant rate with their own warmup
     Entry(
         "schedule_free_adamw",
         lambda lr: fo.schedule_free_adamw(LR, warmup_steps=1000),
         ("schedule_free_adamw",),
         lambda lr: optax.contrib.schedule_free_adamw(LR, warmup_steps=1000),
+        f32=False,
     ),
-    # ---- clipping in front of an optimizer --------------------------------------------
+    # ---- clipping in front of an optimizer -----------------------------------------------
     Entry(
         "clip_by_global_norm",
         lambda lr: fo.chain(fo.clip_by_global_norm(1.0), fo.adam(lr)),
         ("clip_by_global_norm",),
         lambda lr: optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr)),
+        f32=False,
     ),
     Entry(
         "clip",
         lambda lr: fo.chain(fo.clip(0.5), fo.sgd(lr, 0.9)),
         ("clip",),
         lambda lr: optax.chain(optax.clip(0.5), optax.sgd(lr, 0.9)),
+        f32=False,
     ),
-    # ---- wrappers ----------------------------------------------------------------------
+    # ---- wrappers ------------------------------------------------------------------------
     Entry(
         "named_chain",
         lambda lr: fo.named_chain(
@@ -142,6 +405,7 @@ ENTRIES: list[Entry] = [
         lambda lr: optax.named_chain(
             ("adam", optax.scale_by_adam()), ("lr", optax.scale_by_learning_rate(lr))
         ),
+        f32=False,
     ),
     Entry(
         "masked",
@@ -150,6 +414,7 @@ ENTRIES: list[Entry] = [
         lambda lr: optax.chain(
             optax.masked(optax.scale_by_adam(), _by_rank), optax.scale_by_learning_rate(lr)
         ),
+        f32=False,
     ),
     Entry(
         "multi_transform",
@@ -158,18 +423,21 @@ ENTRIES: list[Entry] = [
         lambda lr: optax.multi_transform(
             {"adam": optax.adam(lr), "sgd": optax.sgd(lr, 0.9)}, _labels
         ),
+        f32=False,
     ),
     Entry(
         "partition",
         lambda lr: fo.partition({"adam": fo.adam(lr), "sgd": fo.sgd(lr, 0.9)}, _labels),
         ("partition",),
         lambda lr: optax.partition({"adam": optax.adam(lr), "sgd": optax.sgd(lr, 0.9)}, _labels),
+        f32=False,
     ),
     Entry(
         "freeze",
         lambda lr: fo.chain(fo.freeze(_matrices), fo.adam(lr)),
         ("freeze",),
         lambda lr: optax.chain(optax.masked(optax.set_to_zero(), _matrices), optax.adam(lr)),
+        f32=False,
     ),
     Entry(
         "set_to_zero",
@@ -178,30 +446,35 @@ ENTRIES: list[Entry] = [
         lambda lr: optax.multi_transform(
             {"adam": optax.adam(lr), "sgd": optax.set_to_zero()}, _labels
         ),
+        f32=False,
     ),
     Entry(
         "inject_hyperparams",
         lambda lr: fo.inject_hyperparams(fo.adam)(learning_rate=lr, b1=0.9),
         ("inject_hyperparams",),
         lambda lr: optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=0.9),
+        f32=False,
     ),
     Entry(
         "MultiSteps",
         lambda lr: fo.MultiSteps(fo.adam(lr), every_k_schedule=2).gradient_transformation(),
         ("MultiSteps",),
         lambda lr: optax.MultiSteps(optax.adam(lr), every_k_schedule=2).gradient_transformation(),
+        f32=False,
     ),
     Entry(
         "apply_every",
         lambda lr: fo.chain(fo.adam(lr), fo.apply_every(2)),
         ("apply_every",),
         lambda lr: optax.chain(optax.adam(lr), optax.apply_every(2)),
+        f32=False,
     ),
     Entry(
         "apply_if_finite",
         lambda lr: fo.apply_if_finite(fo.adam(lr), 3),
         ("apply_if_finite",),
         lambda lr: optax.apply_if_finite(optax.adam(lr), 3),
+        f32=False,
     ),
     Entry(
         "lookahead",
@@ -210,6 +483,7 @@ ENTRIES: list[Entry] = [
         lambda lr: optax.lookahead(optax.adam(lr), sync_period=3, slow_step_size=0.5),
         wrap=_lookahead_params,
         optax_wrap=optax.LookaheadParams.init_synced,
+        f32=False,
     ),
 ]
 
@@ -223,8 +497,17 @@ def missing() -> list[str]:
 
 
 def available() -> list[Entry]:
-    """Rows whose funcopt names all exist."""
-    return [e for e in ENTRIES if all(hasattr(fo, n) for n in e.requires)]
+    """The main rows (no variants) whose funcopt names all exist."""
+    return [e for e in ENTRIES if not e.variant and all(hasattr(fo, n) for n in e.requires)]
+
+
+def oracle_rows(column: str) -> list[Entry]:
+    """Every row, variants included, that has the oracle ``column`` (optax, torch, paper)."""
+    return [
+        e
+        for e in ENTRIES
+        if getattr(e, column) is not None and all(hasattr(fo, n) for n in e.requires)
+    ]
 
 
 def ids(entries: list[Entry]) -> list[str]:

@@ -1,6 +1,19 @@
-"""The protocol: identity, chain, apply_updates and the factory cache."""
+"""The protocol and what makes a transform a value (funcopt.base).
+
+- equality and hashing by value, however the arguments are spelled, with no global cache
+  (nothing retained, thread-safe);
+- hyper-parameters as data: one trace for all learning rates, a vmapped sweep, a gradient
+  with respect to the learning rate;
+- optax's shape: ``init``/``update``, tuple unpacking, optax and flax in both directions,
+  extra keyword arguments, state read by name with optax's tools, ``repr``.
+"""
 
 from __future__ import annotations
+
+import functools
+import gc
+import threading
+import weakref
 
 import chex
 import jax
@@ -8,76 +21,427 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import registry
+from oracle import assert_rel_close, random_params, run
 
 import funcopt
 
+# ---- equal hyper-parameters, equal transforms ------------------------------------------
 
-def test_identity_passes_updates_through(maybe_jit):
-    tx = funcopt.identity()
-    g = {"a": jnp.arange(3.0), "b": None}
-    u, state = maybe_jit(tx.update)(g, tx.init(g))
-    chex.assert_trees_all_equal(u, g)
-    assert state == funcopt.EmptyState()
-
-
-def test_chain_applies_in_order_and_keeps_a_state_per_member(maybe_jit):
-    tx = funcopt.chain(funcopt.scale(2.0), funcopt.scale_by_momentum(0.5), funcopt.scale(-1.0))
-    state = tx.init(jnp.zeros(2))
-    assert isinstance(state, tuple) and len(state) == 3
-    u, state = maybe_jit(tx.update)(jnp.array([1.0, 3.0]), state)
-    # 2 g, then m = 0.5 · 0 + 0.5 · 2 g = g, then − g
-    np.testing.assert_allclose(u, [-1.0, -3.0])
-    np.testing.assert_allclose(state[1].m, [1.0, 3.0])
-
-
-def test_chain_rejects_non_transforms():
-    with pytest.raises(TypeError, match="argument 1 is int"):
-        funcopt.chain(funcopt.identity(), 3)
-
-
-def test_chain_equals_optax_chain():
-    params = jnp.linspace(-1, 1, 5)
-    ours = funcopt.chain(optax.clip(0.5), funcopt.scale(-0.1))
-    theirs = optax.chain(optax.clip(0.5), optax.scale(-0.1))
-    u1, _ = ours.update(params * 3, ours.init(params))
-    u2, _ = theirs.update(params * 3, theirs.init(params))
-    chex.assert_trees_all_close(u1, u2)
+SPELLINGS = [
+    (lambda: funcopt.scale_by_momentum(0.9), lambda: funcopt.scale_by_momentum()),
+    (lambda: funcopt.scale_by_momentum(0.9), lambda: funcopt.scale_by_momentum(decay=0.9)),
+    (lambda: funcopt.clip(1), lambda: funcopt.clip(1.0)),
+    (lambda: funcopt.scale(np.float64(0.5)), lambda: funcopt.scale(0.5)),
+    (lambda: funcopt.scale(np.array(0.5)), lambda: funcopt.scale(0.5)),
+    (lambda: funcopt.scale(jnp.asarray(0.5)), lambda: funcopt.scale(0.5)),
+    (lambda: funcopt.adam(1e-3), lambda: funcopt.adam(learning_rate=0.001)),
+    (lambda: funcopt.adam(np.float64(1e-3), b2=0.999), lambda: funcopt.adam()),
+    (lambda: funcopt.sgd(0.1, 0.9), lambda: funcopt.sgd(0.1, momentum=0.9, nesterov=False)),
+    (
+        lambda: funcopt.gdm(0.1, 0.9),
+        lambda: funcopt.chain(funcopt.scale_by_momentum(0.9), funcopt.scale_by_learning_rate(0.1)),
+    ),
+    (
+        lambda: funcopt.adamw(1e-3, mu_dtype="bfloat16"),
+        lambda: funcopt.adamw(mu_dtype=jnp.bfloat16),
+    ),
+]
 
 
-def test_apply_updates_keeps_each_parameter_dtype():
-    params = {"f32": jnp.ones(2), "bf16": jnp.ones(2, jnp.bfloat16), "none": None}
-    updates = {"f32": jnp.full(2, 0.5), "bf16": jnp.full(2, 0.5, jnp.float32), "none": None}
-    new = funcopt.apply_updates(params, updates)
-    assert new["f32"].dtype == jnp.float32 and new["bf16"].dtype == jnp.bfloat16
-    assert new["none"] is None
-    np.testing.assert_allclose(np.asarray(new["bf16"], np.float32), [1.5, 1.5])
+@pytest.mark.parametrize(("a", "b"), SPELLINGS)
+def test_equal_hyperparameters_give_equal_transforms(a, b):
+    x, y = a(), b()
+    assert x is not y
+    assert x == y and hash(x) == hash(y)
 
 
-def test_apply_updates_equals_optax():
-    params = {"a": jnp.arange(4.0), "b": [jnp.ones((2, 2))]}
-    updates = jax.tree.map(lambda x: 0.25 * x - 1, params)
-    chex.assert_trees_all_equal(
-        funcopt.apply_updates(params, updates), optax.apply_updates(params, updates)
-    )
+def test_different_hyperparameters_give_different_transforms():
+    assert funcopt.adam(1e-3) != funcopt.adam(2e-3)
+    assert funcopt.sgd(0.1, 0.9) != funcopt.sgd(0.1, 0.9, nesterov=True)
+    assert funcopt.scale(1.0) != funcopt.scale_by_learning_rate(1.0)
 
 
-def test_factories_cache_hashable_arguments_only():
-    assert funcopt.scale(2.0) is funcopt.scale(2.0)
-    assert funcopt.scale(2.0) is not funcopt.scale(2)  # typed: 2 and 2.0 differ
-    arr = jnp.asarray(2.0)
-    assert funcopt.scale(arr) is not funcopt.scale(arr)  # arrays are unhashable: fresh
+def test_no_cache_retains_what_a_transform_holds():
+    """Dropping a transform frees what it closed over (0.1 kept 4,096 of them alive)."""
+
+    class Schedule:  # a weak-referenceable schedule holding a large array
+        def __init__(self):
+            self.table = np.ones(1 << 14)
+
+        def __call__(self, count):
+            return 1e-3
+
+    refs = []
+    for _ in range(50):
+        schedule = Schedule()
+        refs.append(weakref.ref(schedule))
+        tx = funcopt.adam(schedule)
+        tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+        del tx, schedule
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0
 
 
-def test_same_transform_does_not_recompile_as_static_argument():
-    traces = []
+def test_equality_does_not_depend_on_a_cache_or_threads():
+    made = []
 
+    def build():
+        made.append(funcopt.adamw(1e-3, weight_decay=0.1))
+
+    threads = [threading.Thread(target=build) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(tx == made[0] and hash(tx) == hash(made[0]) for tx in made)
+    for lr in np.linspace(0.1, 1.0, 2000):  # thousands of other configurations later
+        funcopt.scale(float(lr))
+    assert funcopt.scale(0.5) == funcopt.scale(0.5)
+
+
+def test_transforms_are_immutable():
+    tx = funcopt.scale_by_momentum(0.9)
+    with pytest.raises(AttributeError):
+        tx.decay = 0.5  # type: ignore[misc]
+
+
+# ---- hyper-parameters as data ------------------------------------------------------------
+
+
+def test_an_optimizer_passed_to_jit_traces_once_for_all_learning_rates():
+    traces = 0
+
+    @jax.jit
+    def step(tx, params, state):
+        nonlocal traces
+        traces += 1
+        return tx.update(params, state, params)
+
+    params = random_params(0)
+    state = funcopt.adam(1e-3).init(params)
+    outs = [step(funcopt.adam(lr), params, state)[0] for lr in (1e-3, 2e-3, 3e-3)]
+    assert traces == 1
+    # Traced, β₂ = 0.999 is a float32 leaf and 1 − β₂ is formed in float32 (1.3e-5 off),
+    # as optax's inject_hyperparams does; eagerly it is formed in Python first.
+    for lr, out in zip((1e-3, 2e-3, 3e-3), outs, strict=True):
+        assert_rel_close(out, funcopt.adam(lr).update(params, state, params)[0], 2e-5)
+
+
+def test_a_static_transform_does_not_recompile_when_rebuilt():
+    traces = 0
+
+    @functools.partial(jax.jit, static_argnums=0)
     def step(tx, g, state):
-        traces.append(1)  # runs once per trace, i.e. once per compilation
+        nonlocal traces
+        traces += 1
         return tx.update(g, state)
 
-    step = jax.jit(step, static_argnums=0)
     g = jnp.ones(3)
     for _ in range(3):
         tx = funcopt.adam(1e-3)  # rebuilt each time, as in a training script
         step(tx, g, tx.init(g))
-    assert len(traces) == 1
+    assert traces == 1
+
+
+def test_vmap_over_a_stacked_learning_rate_is_a_sweep_in_one_step():
+    params = random_params(4)
+    lrs = jnp.array([1e-4, 1e-3, 1e-2, 1e-1])
+    stacked = jax.vmap(funcopt.adam)(lrs)  # one transform whose leaves carry the sweep axis
+    assert stacked.transforms[1].learning_rate.shape == (4,)
+
+    def train(tx):
+        return run(tx, params, 20, funcopt.apply_updates)[0]
+
+    swept = jax.jit(jax.vmap(train))(stacked)
+    # The oracle: optax vmapped over the same float32 hyper-parameters (b1, b2 and eps are
+    # stacked too, so 1 − β₂ is formed in float32 on both sides).
+    full = lambda x: jnp.full(4, x, jnp.float32)
+    want = jax.jit(jax.vmap(lambda *h: run(optax.adam(*h), params, 20, optax.apply_updates)[0]))(
+        lrs, full(0.9), full(0.999), full(1e-8)
+    )
+    assert_rel_close(swept, want, 1e-6)
+
+
+def test_vmap_over_a_learning_rate_built_inside():
+    params = random_params(4)
+    lrs = jnp.array([1e-4, 3e-3, 0.3])
+    batched = jax.jit(
+        jax.vmap(lambda lr: run(funcopt.adam(lr), params, 30, funcopt.apply_updates)[0])
+    )(lrs)
+    for i in range(3):
+        want = run(optax.adam(float(lrs[i])), params, 30, optax.apply_updates)[0]
+        assert_rel_close(jax.tree.map(lambda x, i=i: x[i], batched), want, 1e-5)
+
+
+def test_gradient_with_respect_to_the_learning_rate():
+    """d loss(θ₃) / dη through three Adam steps, the transform itself differentiated."""
+    params = random_params(5)
+    loss = lambda p: sum(jnp.sum(jnp.square(x - 1.0)) for x in jax.tree.leaves(p))
+
+    def meta_loss(tx, apply):
+        state, p = tx.init(params), params
+        for _ in range(3):
+            u, state = tx.update(jax.grad(loss)(p), state, p)
+            p = apply(p, u)
+        return loss(p)
+
+    grad_tx = jax.grad(meta_loss)(funcopt.adam(0.05), funcopt.apply_updates)
+    ours = grad_tx.transforms[1].learning_rate  # the cotangent of the learning rate leaf
+    theirs = jax.grad(lambda lr: meta_loss(optax.adam(lr), optax.apply_updates))(0.05)
+    assert float(ours) != 0.0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+def test_traced_hyperparameters_pass_validation():
+    out = jax.jit(
+        lambda lr, b1: funcopt.adam(lr, b1=b1).update(
+            jnp.ones(2), funcopt.adam().init(jnp.ones(2))
+        )[0]
+    )(0.1, 0.9)
+    np.testing.assert_allclose(out, [-0.1, -0.1], rtol=1e-5)
+
+
+# ---- optax's shape ---------------------------------------------------------------------------
+
+
+def test_tuple_unpacking_and_attributes():
+    tx = funcopt.adam(0.1)
+    init, update = tx
+    state = init(jnp.zeros(2))
+    u, _ = update(jnp.ones(2), state)
+    np.testing.assert_allclose(u, [-0.1, -0.1], rtol=1e-5)
+
+
+def test_a_transform_from_two_functions():
+    tx = funcopt.GradientTransformation(
+        lambda p: (), lambda u, s, p=None: (jax.tree.map(jnp.negative, u), s)
+    )
+    assert isinstance(tx, funcopt.GradientTransformation)
+    chained = funcopt.chain(tx, funcopt.scale(2.0))
+    u, _ = chained.update(jnp.ones(2), chained.init(jnp.ones(2)))
+    np.testing.assert_allclose(u, [-2.0, -2.0])
+
+
+def test_funcopt_inside_optax_chain_and_optax_inside_funcopt_chain():
+    params = random_params(3)
+    a = optax.chain(optax.clip_by_global_norm(1.0), funcopt.adam(0.01))
+    b = funcopt.chain(optax.clip_by_global_norm(1.0), funcopt.adam(0.01))
+    c = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.01))
+    pa, _ = run(a, params, 100, optax.apply_updates)
+    pb, _ = run(b, params, 100, funcopt.apply_updates)
+    pc, _ = run(c, params, 100, optax.apply_updates)
+    assert_rel_close(pa, pc, 1e-6)
+    assert_rel_close(pb, pc, 1e-6)
+
+
+def test_optax_wrappers_accept_funcopt():
+    params = random_params(1)
+    for ours, theirs in [
+        (optax.MultiSteps(funcopt.adam(0.01), 3), optax.MultiSteps(optax.adam(0.01), 3)),
+        (
+            optax.inject_hyperparams(funcopt.adam)(learning_rate=0.01),
+            optax.inject_hyperparams(optax.adam)(learning_rate=0.01),
+        ),
+        (
+            optax.masked(
+                funcopt.adam(0.01), {"dense": True, "scalar": False, "seq": True, "col": False}
+            ),
+            optax.masked(
+                optax.adam(0.01), {"dense": True, "scalar": False, "seq": True, "col": False}
+            ),
+        ),
+    ]:
+        got, _ = run(ours, params, 30, optax.apply_updates)
+        want, _ = run(theirs, params, 30, optax.apply_updates)
+        assert_rel_close(got, want, 1e-6)
+
+
+def test_flax_nnx_optimizer_with_value_extra_argument():
+    """nnx passes extra keyword arguments to tx.update; funcopt.chain hands them on."""
+    from flax import nnx
+
+    def train(tx):
+        model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+        opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        x, y = jnp.ones((4, 3)), jnp.zeros((4, 2))
+        loss_fn = lambda m: jnp.mean((m(x) - y) ** 2)
+
+        @nnx.jit
+        def step(model, opt):
+            loss, grads = nnx.value_and_grad(loss_fn)(model)
+            opt.update(model, grads, value=loss)
+
+        for _ in range(20):
+            step(model, opt)
+        return nnx.state(model, nnx.Param)
+
+    chex.assert_trees_all_close(train(funcopt.adamw(0.05)), train(optax.adamw(0.05)), rtol=1e-6)
+    # optax's polyak_sgd needs value=: inside funcopt.chain it gets it.
+    chex.assert_trees_all_close(
+        train(funcopt.chain(funcopt.scale(0.5), optax.polyak_sgd(max_learning_rate=0.1))),
+        train(optax.chain(optax.scale(0.5), optax.polyak_sgd(max_learning_rate=0.1))),
+        rtol=1e-6,
+    )
+
+
+def test_flax_linen_train_state_accepts_funcopt():
+    from flax.training import train_state
+
+    params = {"w": jnp.ones((3, 2))}
+    state = train_state.TrainState.create(apply_fn=None, params=params, tx=funcopt.adam(0.1))
+    grads = {"w": jnp.ones((3, 2))}
+    state = jax.jit(lambda s, g: s.apply_gradients(grads=g))(state, grads)
+    np.testing.assert_allclose(state.params["w"], 0.9 * np.ones((3, 2)), rtol=1e-5)
+
+
+def test_extra_arguments_reach_optax_members_of_a_chain():
+    """reduce_on_plateau reads value=; lbfgs reads value, grad and value_fn."""
+    from optax import contrib
+
+    params = jnp.array([1.0, -2.0])
+    fun = lambda p: jnp.sum(p**2)
+    for ours, theirs in [
+        (
+            funcopt.chain(funcopt.sgd(0.1), contrib.reduce_on_plateau(patience=1, factor=0.5)),
+            optax.chain(optax.sgd(0.1), contrib.reduce_on_plateau(patience=1, factor=0.5)),
+        ),
+        (funcopt.chain(optax.lbfgs()), optax.chain(optax.lbfgs())),
+    ]:
+        results = []
+        for tx in (ours, theirs):
+            p, state = params, tx.init(params)
+            for _ in range(5):
+                value, grad = jax.value_and_grad(fun)(p)
+                u, state = tx.update(grad, state, p, value=value, grad=grad, value_fn=fun)
+                p = optax.apply_updates(p, u)
+            results.append(p)
+        chex.assert_trees_all_close(*results, rtol=1e-6)
+
+
+def test_state_is_read_by_name_with_optax_tools():
+    params = random_params(0)
+    for tx in [
+        funcopt.adam(1e-3),
+        funcopt.adamw(1e-3),
+        funcopt.nadam(1e-3),
+        funcopt.radam(1e-3),
+        funcopt.amsgrad(1e-3),
+        funcopt.adabelief(1e-3),
+        funcopt.yogi(1e-3),
+        funcopt.adamax(1e-3),
+    ]:
+        state = tx.init(params)
+        state = tx.update(params, state, params)[1]
+        assert int(optax.tree_utils.tree_get(state, "count")) == 1
+        chex.assert_trees_all_equal_shapes(optax.tree_utils.tree_get(state, "mu"), params)
+        chex.assert_trees_all_equal_shapes(optax.tree_utils.tree_get(state, "nu"), params)
+    state = funcopt.sgd(0.1, momentum=0.9).init(params)
+    chex.assert_trees_all_equal_shapes(optax.tree_utils.tree_get(state, "trace"), params)
+
+
+def test_one_step_count_per_optimizer_with_a_schedule():
+    schedule = funcopt.linear_schedule(1e-2, 1e-3, 10)
+    for tx in [funcopt.adam(schedule), funcopt.radam(schedule), funcopt.nadamw(schedule)]:
+        state = tx.init(random_params(0))
+        counts = [x for x in jax.tree.leaves(state) if x.dtype == jnp.int32]
+        assert len(counts) == 1, tx
+
+
+def test_repr_shows_the_composition():
+    text = repr(funcopt.adam(1e-3))
+    assert text.startswith("chain(precondition(")
+    for part in [
+        "scale_by_momentum()",
+        "bias_correction(decay=0.9)",
+        "second_moment()",
+        "bias_correction(decay=0.999)",
+        "scale_by_learning_rate(learning_rate=0.001)",
+    ]:
+        assert part in text, text
+    assert repr(funcopt.scale_by_momentum(0.5)) == "scale_by_momentum(decay=0.5)"
+
+
+def test_safe_increment_saturates():
+    top = jnp.array(np.iinfo(np.int32).max, jnp.int32)
+    assert int(funcopt.safe_increment(top)) == np.iinfo(np.int32).max
+    assert int(funcopt.safe_increment(jnp.array(3, jnp.int32))) == 4
+
+
+# ---- no needless recompiles, for every factory -------------------------------------------
+
+FACTORY_ROWS = registry.available()
+# The muon configurations compared with optax.contrib in test_orthogonal.py.
+MUON_CONFIGS = [
+    ("muon-default", dict()),
+    (
+        "muon-adaptive-dion-decay-rms",
+        dict(adaptive=True, weight_decay=0.1, ns_coeffs="dion", consistent_rms=0.2),
+    ),
+    (
+        "muon-everything",
+        dict(
+            nesterov=False,
+            adaptive=True,
+            weight_decay=0.1,
+            adam_weight_decay=0.1,
+            ns_coeffs="dion",
+            consistent_rms=0.2,
+            adam_learning_rate=0.003,
+            preconditioning="spectral",
+        ),
+    ),
+]
+# (id, learning rate -> transform, params as the transform expects them)
+FACTORIES = [(e.name, e.build, e.params) for e in FACTORY_ROWS] + [
+    (name, functools.partial(lambda kw, lr: funcopt.muon(lr, **kw), kwargs), lambda p: p)
+    for name, kwargs in MUON_CONFIGS
+]
+# Rows whose build fixes its own rate (schedule-free replaces the schedule): another
+# learning rate is given here.
+OTHER_RATE = {
+    "schedule_free_adamw": lambda: funcopt.schedule_free_adamw(0.123, warmup_steps=1000),
+}
+
+
+def _matrices(params):
+    """A mask of the leaves of rank ≥ 2 (module level, so equal every time)."""
+    return jax.tree.map(lambda x: x.ndim > 1, params)
+
+
+def _nested(build, mask=True):
+    """Chained and wrapped: a chain holding the optimizer inside a masked transform."""
+    tx = build(registry.LR)
+    return funcopt.chain(funcopt.scale(0.5), funcopt.masked(tx, _matrices) if mask else tx)
+
+
+@pytest.mark.parametrize(("name", "build", "wrap"), FACTORIES, ids=[f[0] for f in FACTORIES])
+def test_same_arguments_do_not_recompile(name, build, wrap):
+    traces = 0
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def step(tx, grads, params):
+        nonlocal traces
+        traces += 1
+        return tx.update(grads, tx.init(params), params)
+
+    grads = random_params(0, shapes={"w": (3, 2), "b": (2,)})
+    params = wrap(grads)
+    first, second = build(registry.LR), build(registry.LR)
+    assert first == second and hash(first) == hash(second)
+    step(first, grads, params)
+    step(second, grads, params)  # runs the compiled step: no second trace
+    assert traces == 1, f"{name}: equal transforms traced {traces} times"
+    # Chained and nested (lowered only: tracing is what a recompile would show).
+    # (lookahead's params are LookaheadParams, not the gradients' tree: one mask cannot
+    # fit both, so a wrapped row is chained only.)
+    nested = [_nested(build, mask=params is grads) for _ in range(2)]
+    assert nested[0] == nested[1] and hash(nested[0]) == hash(nested[1])
+    step.lower(nested[0], grads, params)
+    step.lower(nested[1], grads, params)
+    assert traces == 2
+    # A different hyper-parameter is a different transform, traced again.
+    other = OTHER_RATE.get(name, lambda: build(0.123))()
+    assert other != first
+    step.lower(other, grads, params)
+    assert traces == 3

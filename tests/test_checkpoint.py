@@ -173,5 +173,6 @@ def test_restore_into_other_configuration_fails_clearly():
     # same structure, other parameter shapes: msgpack restores silently, check_state does not
     other = jax.tree.map(lambda x: jnp.zeros((*x.shape, 2)), params)
     _, state = _restore(data, other, funcopt.adam(0.1).init(other))
-    with pytest.raises(funcopt.StructureError, match=r"state\[0\]\.v\['w'\] has shape \(2, 2\)"):
+    path = r"state\[0\]\.inner_state\.numerator\[0\]\.mu\['w'\]"
+    with pytest.raises(funcopt.StructureError, match=path + r" has shape \(2, 2\)"):
         funcopt.check_state(funcopt.adam(0.1), state, other)

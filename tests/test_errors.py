@@ -1,8 +1,11 @@
-"""Bad input gives a clear error; the step counter saturates instead of wrapping.
+"""Bad input across the registry gives a clear error; step counters saturate, not wrap.
 
-Error tests run eagerly and under ``jit`` (``maybe_jit``): structure errors are raised
-while tracing, so both must give the same message. Concrete hyper-parameter errors are
-eager only; under ``jit``/``vmap`` traced hyper-parameters must be accepted.
+Hyper-parameters out of range are refused naming the optimizer's own argument (eagerly:
+under ``jit``/``vmap`` traced hyper-parameters must be accepted); integer and boolean
+parameter leaves are refused by every optimizer; every step counter saturates at
+2³¹ − 1; a non-finite gradient poisons Adam unless apply_if_finite skips it; values that
+would give NaN on the first steps are refused up front. Tree structure errors (updates,
+params and states that do not match) are tested in ``test_trees.py``.
 """
 
 from __future__ import annotations
@@ -18,113 +21,9 @@ import registry
 from oracle import assert_rel_close
 
 import funcopt
-from funcopt.base import HyperParameterError, StructureError, check_state
+from funcopt import HyperParameterError
 
 PARAMS = {"w": jnp.ones((3, 2)), "b": [jnp.zeros(2), jnp.ones(())]}
-WRONG_KEY = {"w": jnp.ones((3, 2)), "c": [jnp.zeros(2), jnp.ones(())]}
-WRONG_SHAPE = {"w": jnp.ones((3, 2)), "b": [jnp.zeros(5), jnp.ones(())]}
-
-# Every core primitive whose state has the parameters' structure, and the chain paths.
-STATEFUL = {
-    "scale_by_momentum": lambda: funcopt.scale_by_momentum(0.9),
-    "scale_by_momentum-nesterov": lambda: funcopt.scale_by_momentum(0.9, nesterov=True),
-    "scale_by_rms": lambda: funcopt.scale_by_rms(0.9),
-    "scale_by_rms-numerator": lambda: funcopt.scale_by_rms(
-        0.9, numerator=funcopt.scale_by_momentum(0.5)
-    ),
-    "scale_by_stddev": lambda: funcopt.scale_by_stddev(0.9),
-    "scale_by_adam": lambda: funcopt.scale_by_adam(),
-    "sgd-momentum": lambda: funcopt.sgd(0.1, 0.9),
-    "rmsprop": lambda: funcopt.rmsprop(0.1),
-    "adam": lambda: funcopt.adam(0.1),
-    "adamw": lambda: funcopt.adamw(0.1),
-}
-
-
-def _structure_message_ok(msg: str) -> None:
-    assert "['c']" in msg or "['b']" in msg, msg  # the first differing path
-    assert msg.count("PyTreeDef") >= 2, msg  # both structures
-
-
-@pytest.mark.parametrize("name", list(STATEFUL))
-def test_update_structure_differs_from_state(name, maybe_jit):
-    tx = STATEFUL[name]()
-    state = tx.init(PARAMS)
-    with pytest.raises(StructureError) as err:
-        maybe_jit(tx.update)(WRONG_KEY, state)
-    _structure_message_ok(str(err.value))
-
-
-@pytest.mark.parametrize("name", list(STATEFUL))
-def test_update_shape_differs_from_state(name, maybe_jit):
-    tx = STATEFUL[name]()
-    state = tx.init(PARAMS)
-    with pytest.raises(StructureError, match=r"\['b'\]\[0\]") as err:
-        maybe_jit(tx.update)(WRONG_SHAPE, state)
-    assert "(5,)" in str(err.value) and "(2,)" in str(err.value)
-
-
-def test_update_structure_differs_from_params(maybe_jit):
-    tx = funcopt.add_decayed_weights(0.1)
-    with pytest.raises(StructureError) as err:
-        maybe_jit(tx.update)(WRONG_KEY, tx.init(PARAMS), PARAMS)
-    _structure_message_ok(str(err.value))
-    assert "params" in str(err.value)
-
-
-def test_apply_updates_structure_and_shape(maybe_jit):
-    with pytest.raises(StructureError) as err:
-        maybe_jit(funcopt.apply_updates)(PARAMS, WRONG_KEY)
-    _structure_message_ok(str(err.value))
-    with pytest.raises(StructureError, match=r"shape mismatch at \['b'\]\[0\]"):
-        maybe_jit(funcopt.apply_updates)(PARAMS, WRONG_SHAPE)
-
-
-def test_message_names_node_types():
-    """Two states with the same leaves but different state types are told apart."""
-    sgd_state = funcopt.sgd(0.1, 0.9).init(PARAMS)
-    with pytest.raises(StructureError, match=r"at \[0\], state has MomentumState where"):
-        check_state(funcopt.rmsprop(0.1), sgd_state, PARAMS)
-
-
-# ---- a state from another optimizer or configuration ---------------------------------
-
-OTHER_CONFIG = [
-    # (the optimizer that made the state, the one it is given to, message pattern)
-    (lambda: funcopt.sgd(0.1, 0.9), lambda: funcopt.adam(0.1), r"MomentumState.*RmsState"),
-    (lambda: funcopt.sgd(0.1), lambda: funcopt.sgd(0.1, 0.9), r"EmptyState.*MomentumState"),
-    (lambda: funcopt.adam(0.1), lambda: funcopt.adamw(0.1), r"chain of 3 transforms"),
-    (lambda: funcopt.rmsprop(0.1), lambda: funcopt.rmsprop(0.1, centered=True), r"RmsState"),
-]
-
-
-@pytest.mark.parametrize("case", range(len(OTHER_CONFIG)))
-def test_state_from_other_configuration(case, maybe_jit):
-    make_old, make_new, pattern = OTHER_CONFIG[case]
-    state = make_old().init(PARAMS)
-    with pytest.raises(StructureError, match=pattern):
-        maybe_jit(make_new().update)(PARAMS, state, PARAMS)
-
-
-def test_state_for_other_params(maybe_jit):
-    tx = funcopt.adam(0.1)
-    state = tx.init(WRONG_SHAPE)
-    with pytest.raises(StructureError, match=r"state\[0\]\.v\['b'\]\[0\] has shape \(5,\)"):
-        maybe_jit(tx.update)(PARAMS, state, PARAMS)
-
-
-def test_check_state():
-    tx = funcopt.adamw(0.1)
-    check_state(tx, tx.init(PARAMS), PARAMS)  # a matching state passes
-    with pytest.raises(
-        StructureError,
-        match=r"at \[1\], state has EmptyState where tx.init\(params\) has AddDecayedWeightsState",
-    ):
-        check_state(tx, funcopt.adam(0.1).init(PARAMS), PARAMS)
-    with jax.enable_x64(True):
-        state64 = tx.init(jax.tree.map(lambda x: x.astype(jnp.float64), PARAMS))
-    with pytest.raises(StructureError, match=r"dtype float64.*dtype float32"):
-        check_state(tx, state64, PARAMS)
 
 
 # ---- hyper-parameters ------------------------------------------------------------------
@@ -257,7 +156,7 @@ def test_adam_counter_saturates_and_stays_finite(maybe_jit):
         expected = -lr * m / (np.sqrt(v) + eps)
         np.testing.assert_allclose(np.asarray(u["w"]), expected, rtol=1e-5)
     counts = [x for x in jax.tree.leaves(state) if x.dtype == jnp.int32]
-    assert len(counts) == 2 and all(int(c) == TOP for c in counts)
+    assert len(counts) == 1 and all(int(c) == TOP for c in counts)  # one count per optimizer
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=registry.ids(ENTRIES))

@@ -15,13 +15,29 @@ from funcopt.packing import Packed
 
 MIXED = {"f32": random_params(0), "bf16": random_params(1, dtype=jnp.bfloat16)}
 
+# Every optimizer that is elementwise in its math declares it, and runs on flat buffers.
 ELEMENTWISE = {
-    "adam": lambda: funcopt.adam(1e-2),
-    "adamw": lambda: funcopt.adamw(1e-2, weight_decay=0.1),
+    "sgd": lambda: funcopt.sgd(1e-2),
     "sgd-nesterov": lambda: funcopt.sgd(1e-2, momentum=0.9, nesterov=True),
+    "gdm": lambda: funcopt.gdm(1e-2, 0.9),
     "rmsprop": lambda: funcopt.rmsprop(1e-2),
     "rmsprop-centered-momentum": lambda: funcopt.rmsprop(1e-2, centered=True, momentum=0.9),
+    "adam": lambda: funcopt.adam(1e-2),
     "adam-bf16-mu": lambda: funcopt.adam(1e-2, mu_dtype=jnp.bfloat16),
+    "adamw": lambda: funcopt.adamw(1e-2, weight_decay=0.1),
+    "nadam": lambda: funcopt.nadam(1e-2),
+    "nadamw": lambda: funcopt.nadamw(1e-2),
+    "amsgrad": lambda: funcopt.amsgrad(1e-2),
+    "adamax": lambda: funcopt.adamax(1e-2),
+    "adamaxw": lambda: funcopt.adamaxw(1e-2),
+    "adagrad": lambda: funcopt.adagrad(1e-2),
+    "adadelta": lambda: funcopt.adadelta(1e-2),
+    "adabelief": lambda: funcopt.adabelief(1e-2),
+    "radam": lambda: funcopt.radam(1e-2),
+    "yogi": lambda: funcopt.yogi(1e-2),
+    "lion": lambda: funcopt.lion(1e-2),
+    "signum": lambda: funcopt.signum(1e-2),
+    "sign_sgd": lambda: funcopt.sign_sgd(1e-2),
 }
 
 
@@ -68,21 +84,14 @@ def test_packed_is_a_pytree_of_buffers_only():
     assert isinstance(doubled, Packed) and doubled.layout == packed.layout
 
 
-def test_registry_sorts_elementwise_from_per_leaf():
+def test_transforms_declare_whether_they_are_elementwise():
     for make in ELEMENTWISE.values():
         assert funcopt.is_elementwise(make())
-    assert not funcopt.is_elementwise(PER_LEAF["adamw-masked"]())
-    assert not funcopt.is_elementwise(PER_LEAF["optax-lamb"]())
+    for make in PER_LEAF.values():
+        assert not funcopt.is_elementwise(make())
     assert not funcopt.is_elementwise(optax.adam(1e-2))  # unknown: tree view, always safe
-
-
-def test_registering_one_helper_built_transform_does_not_register_its_siblings():
-    """set_to_zero and scale_by_trust_ratio share ``stateless``'s update code; only the
-    first is elementwise (the trust ratio takes per-leaf norms)."""
-    funcopt.register_elementwise(funcopt.set_to_zero())
     assert funcopt.is_elementwise(funcopt.set_to_zero())
     assert not funcopt.is_elementwise(funcopt.scale_by_trust_ratio())
-    assert not funcopt.is_elementwise(funcopt.scale_by_sign())  # elementwise, but unregistered
 
 
 def _steps(step, params, state, n=6):
@@ -107,8 +116,27 @@ def test_large_leaves_keep_a_buffer_of_their_own():
     assert len(funcopt.pack(MIXED, solo_size=None).buffers) == 2
 
 
-CASES = [(name, None) for name in [*ELEMENTWISE, *PER_LEAF]]
+# The full train step (model, packing, optimizer) for a representative set; every
+# elementwise optimizer's flat run is compared with tree mode below, without the model.
+TRAIN = ["adam", "adamw", "sgd-nesterov", "rmsprop", "rmsprop-centered-momentum", "adam-bf16-mu"]
+CASES = [(name, None) for name in [*TRAIN, *PER_LEAF]]
 CASES += [(name, 20) for name in ["adam", "adam-bf16-mu", "rmsprop-centered-momentum", "lamb"]]
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_every_elementwise_optimizer_runs_flat_and_equals_tree_mode(name):
+    """On the flat buffers (one fused pass per dtype), three steps equal tree mode's."""
+    tx = ELEMENTWISE[name]()
+    params = random_params(3)
+    flat = funcopt.packed_state(tx)
+    s_tree, s_flat = tx.init(params), flat.init(params)
+    assert all(jnp.ndim(x) <= 1 for x in jax.tree.leaves(s_flat))  # flat buffers, not leaves
+    for k in range(3):
+        g = quadratic_grads(params, jnp.asarray(k))
+        u_tree, s_tree = tx.update(g, s_tree, params)
+        u_flat, s_flat = flat.update(g, s_flat, params)
+        tol = 1e-6 if "bf16" not in name else 1e-2
+        assert_rel_close(u_flat, u_tree, tol)
 
 
 @pytest.mark.parametrize(("name", "solo_size"), CASES)

@@ -1,10 +1,15 @@
-"""Schedules against optax's, step by step, and inside the core optimizers.
+"""The schedules of funcopt.schedules against optax's, step by step, and in optimizers.
 
-Every schedule is built twice from the same arguments, once from ``funcopt`` and once
-from ``optax`` (the names are shared), and compared at every step ``0..N`` (which
-crosses all boundaries) plus a few huge counts, eagerly and under ``jit``/``vmap``.
-Then each core optimizer runs 1000 steps with a schedule as its learning rate and is
-compared with the optax optimizer fed optax's schedule.
+constant, polynomial, linear, exponential_decay, cosine_decay and piecewise_constant are
+each built twice from the same arguments, once from ``funcopt`` and once from ``optax``
+(the names are shared), and compared at every step ``0..N`` (which crosses all
+boundaries) plus a few huge counts, eagerly and under ``jit``/``vmap``. Then an optimizer
+runs 1000 steps with a schedule as its learning rate and is compared with the optax
+optimizer fed optax's schedule. Schedules are values: equal arguments give equal,
+hash-equal schedules, and a jitted function taking one as an argument traces once for
+any values. The ends of interpolations are exact (eagerly, under ``jit`` and as a traced
+argument) and counts and steps beyond int32 work. The composite schedules are tested in
+``test_schedules_composite.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from oracle import assert_rel_close, random_params, run
+from oracle import assert_rel_close, random_params, run, wave_grads
 
 import funcopt
 from funcopt.base import HyperParameterError
@@ -28,15 +33,7 @@ X64_IDS = {
     "polynomial",
     "exponential-staircase",
     "cosine-alpha-exponent",
-    "sgdr",
-    "linear-onecycle",
 }
-
-CYCLES = [
-    dict(init_value=0.0, peak_value=1.0, warmup_steps=5, decay_steps=30),
-    dict(init_value=0.1, peak_value=0.5, warmup_steps=0, decay_steps=20, end_value=0.01),
-    dict(init_value=0.0, peak_value=0.2, warmup_steps=10, decay_steps=40, exponent=2.0),
-]
 
 # (id, builder): the builder takes the library (funcopt or optax) and returns a schedule.
 SCHEDULES = [
@@ -57,71 +54,12 @@ SCHEDULES = [
         lambda lib: lib.piecewise_constant_schedule(1.0, {25: 0.1, 10: 0.5, 40: 3.0, 41: 0.0}),
     ),
     ("piecewise-constant-empty", lambda lib: lib.piecewise_constant_schedule(0.4)),
-    (
-        "interpolate-linear",
-        lambda lib: lib.piecewise_interpolate_schedule("linear", 1.0, {10: 0.5, 30: 0.1, 31: 4}),
-    ),
-    (
-        "interpolate-cosine-from-0",
-        lambda lib: lib.piecewise_interpolate_schedule("cosine", 2.0, {0: 0.5, 45: 0.2}),
-    ),
-    ("interpolate-empty", lambda lib: lib.piecewise_interpolate_schedule("linear", 0.3)),
-    (
-        "join",
-        lambda lib: lib.join_schedules(
-            [
-                lib.linear_schedule(0.0, 1.0, 10),
-                lib.cosine_decay_schedule(1.0, 20),
-                lib.constant_schedule(0.05),
-            ],
-            [10, 40],
-        ),
-    ),
-    ("warmup-constant", lambda lib: lib.warmup_constant_schedule(0.0, 1.0, 15)),
-    (
-        "warmup-cosine",
-        lambda lib: lib.warmup_cosine_decay_schedule(0.0, 1.0, 10, 60, 0.05, 1.5),
-    ),
-    ("warmup-cosine-no-warmup", lambda lib: lib.warmup_cosine_decay_schedule(0.5, 1.0, 0, 50)),
-    ("warmup-cosine-zero-peak", lambda lib: lib.warmup_cosine_decay_schedule(0.5, 0.0, 5, 50)),
-    (
-        "warmup-exponential",
-        lambda lib: lib.warmup_exponential_decay_schedule(0.0, 1.0, 10, 8, 0.7, 5, True, 0.1),
-    ),
-    (
-        "warmup-exponential-plain",
-        lambda lib: lib.warmup_exponential_decay_schedule(0.1, 1, 7, 9, 0.5),
-    ),
-    ("sgdr", lambda lib: lib.sgdr_schedule(CYCLES)),
-    ("cosine-onecycle", lambda lib: lib.cosine_onecycle_schedule(80, 1.0)),
-    ("cosine-onecycle-custom", lambda lib: lib.cosine_onecycle_schedule(97, 0.5, 0.25, 10, 100)),
-    ("linear-onecycle", lambda lib: lib.linear_onecycle_schedule(80, 1.0)),
-    (
-        "linear-onecycle-custom",
-        lambda lib: lib.linear_onecycle_schedule(101, 0.5, 0.2, 0.7, 5.0, 50.0),
-    ),
 ]
 
 
 def optax_values(build):
     values = jax.vmap(build(optax))(jnp.asarray(COUNTS, jnp.int32))
     return np.broadcast_to(np.asarray(values, np.float64), (len(COUNTS),))
-
-
-def wave_grads(params, step):
-    """Gradient of a stretched quadratic plus a deterministic wave per coordinate.
-
-    Like ``oracle.quadratic_grads`` (the quadratic contracts rounding differences, the
-    wave keeps every coordinate's gradient changing sign and size) but without random
-    draws, which make compiling the 1000-step scan several times slower.
-    """
-    leaves, treedef = jax.tree.flatten(params)
-    t = step.astype(jnp.float32)
-    out = []
-    for i, p in enumerate(leaves):
-        phase = jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape)
-        out.append((0.5 + i) * (p - 0.3) + jnp.sin(0.7 * (i + 1) * t + phase))
-    return jax.tree.unflatten(treedef, out)
 
 
 @pytest.mark.parametrize("build", [row[1] for row in SCHEDULES], ids=[row[0] for row in SCHEDULES])
@@ -143,16 +81,6 @@ def test_matches_optax_at_every_step(build, maybe_jit):
         (lambda: funcopt.polynomial_schedule(1.0, 0.0, 2, 10, 5), [5, 10, 15], [1, 0.25, 0]),
         (lambda: funcopt.exponential_decay(2.0, 4, 0.5, 2, True), [2, 5, 6, 10], [2, 2, 1, 0.5]),
         (lambda: funcopt.cosine_decay_schedule(1.0, 10, 0.2), [0, 5, 10, 20], [1, 0.6, 0.2, 0.2]),
-        (
-            lambda: funcopt.piecewise_interpolate_schedule("linear", 1.0, {4: 0.1, 8: 0.1}),
-            [0, 2, 4, 6, 8, 9],
-            [1, 0.55, 0.1, 0.055, 0.01, 0.01],
-        ),
-        (
-            lambda: funcopt.warmup_cosine_decay_schedule(0.0, 2.0, 4, 14, 1.0),
-            [0, 2, 4, 9, 14, 99],
-            [0, 1, 2, 1.5, 1, 1],
-        ),
     ],
 )
 def test_formulas_by_hand(build, counts, expected):
@@ -160,20 +88,113 @@ def test_formulas_by_hand(build, counts, expected):
     np.testing.assert_allclose([float(sched(c)) for c in counts], expected, rtol=1e-6, atol=1e-7)
 
 
-def test_traced_values_are_accepted():
-    # optax needs a concrete peak_value here (it compares it with 0 in Python).
+def test_equal_arguments_give_equal_values():
+    a, b = funcopt.linear_schedule(1, 0, 10), funcopt.linear_schedule(1.0, 0.0, 10)
+    assert a == b and hash(a) == hash(b)
+    assert funcopt.linear_schedule(1.0, 0.0, 1e4) == funcopt.linear_schedule(1.0, 0.0, 10_000)
+    assert funcopt.cosine_decay_schedule(1.0, 10) == funcopt.cosine_decay_schedule(1, 10.0)
+    assert funcopt.cosine_decay_schedule(1.0, 10) != funcopt.cosine_decay_schedule(1.0, 11)
+    assert funcopt.cosine_decay_schedule(1.0, 10) != funcopt.cosine_decay_schedule(2.0, 10)
+    for _, build in SCHEDULES:  # every builder, twice: equal, hash equal, and not the same
+        first, second = build(funcopt), build(funcopt)
+        assert first == second and hash(first) == hash(second) and first is not second
+    # inside an optimizer too: the optimizers compare equal
+    assert funcopt.adam(funcopt.linear_schedule(1e-3, 0, 10)) == funcopt.adam(
+        funcopt.linear_schedule(0.001, 0.0, 10.0)
+    )
+    assert "linear_schedule(init_value=1.0, end_value=0.0, transition_steps=10)" in repr(a)
+
+
+@pytest.mark.parametrize("build", [row[1] for row in SCHEDULES], ids=[row[0] for row in SCHEDULES])
+def test_a_schedule_passed_to_jit_traces_once_for_any_values(build):
+    traces = []
+
     @jax.jit
-    def value_at_50(peak):
-        return funcopt.warmup_cosine_decay_schedule(0.0, peak, 10, 100, end_value=0.1)(50)
+    def values(schedule, counts):
+        traces.append(None)
+        return jax.vmap(schedule)(counts)
 
-    want = optax.warmup_cosine_decay_schedule(0.0, 0.8, 10, 100, end_value=0.1)(50)
-    np.testing.assert_allclose(value_at_50(jnp.float32(0.8)), want, rtol=1e-6)
-    assert float(value_at_50(jnp.float32(0.0))) == 0.0
+    counts = jnp.asarray(COUNTS, jnp.int32)
+    first = build(funcopt)
+    leaves, treedef = jax.tree.flatten(first)
+    assert leaves, "a schedule's numbers are pytree leaves"
+    doubled = jax.tree.unflatten(treedef, [2 * x for x in leaves])  # other values, same steps
+    values(first, counts)
+    values(doubled, counts)
+    assert len(traces) == 1
+    # and the values through a traced schedule are optax's
+    got = np.broadcast_to(np.asarray(values(first, counts), np.float64), (len(COUNTS),))
+    want = optax_values(build)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7 * np.abs(want).max())
 
 
-def test_equal_arguments_give_the_same_function():
-    assert funcopt.cosine_decay_schedule(1.0, 10) is funcopt.cosine_decay_schedule(1.0, 10)
-    assert funcopt.cosine_decay_schedule(1.0, 10) is not funcopt.cosine_decay_schedule(1.0, 11)
+@pytest.mark.parametrize("build", [row[1] for row in SCHEDULES], ids=[row[0] for row in SCHEDULES])
+def test_jit_and_eager_agree_and_are_never_negative(build):
+    ours = build(funcopt)
+    eager = np.array([float(ours(c)) for c in COUNTS])
+    jitted = np.asarray(jax.jit(jax.vmap(ours))(jnp.asarray(COUNTS, jnp.int32)), np.float64)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-6, atol=1e-7)
+    assert (eager >= 0).all() and (jitted >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("build", "ends"),
+    [
+        (lambda: funcopt.linear_schedule(0.0, 3e-4, 1_000), {0: 0.0, 1_000: 3e-4, 5_000: 3e-4}),
+        (lambda: funcopt.linear_schedule(3e-4, 0.0, 777, 5), {0: 3e-4, 5: 3e-4, 782: 0.0}),
+        (lambda: funcopt.linear_schedule(0.1, 0.7, 3), {0: 0.1, 3: 0.7}),
+        (lambda: funcopt.polynomial_schedule(0.0, 3e-4, 2.5, 999), {0: 0.0, 999: 3e-4}),
+    ],
+)
+def test_ends_are_exact_under_jit_and_eager(build, ends):
+    sched = build()
+    as_argument = jax.jit(lambda s, c: s(c))
+    for count, want in ends.items():
+        exact = np.float32(want)
+        assert np.float32(sched(count)) == exact, count
+        assert np.float32(jax.jit(sched)(count)) == exact, count
+        assert np.float32(jax.jit(lambda c, s=sched: s(c))(jnp.int32(count))) == exact, count
+        assert np.float32(as_argument(sched, count)) == exact, count
+
+
+def test_counts_beyond_int32():
+    # issue: ``decay_steps`` past int32 overflowed; optax gives 975.528
+    theirs = optax.cosine_decay_schedule(1000.0, decay_steps=int(1e10))(int(1e9))
+    for count in (int(1e9), 1e9, jnp.float32(1e9)):
+        ours = funcopt.cosine_decay_schedule(1000.0, decay_steps=int(1e10))(count)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+        np.testing.assert_allclose(ours, 975.528, rtol=1e-6)
+    # a float count of 3e9, eagerly and under jit, and a Python int past int32 (in float32)
+    for build in (
+        lambda lib: lib.cosine_decay_schedule(1.0, int(1e10)),
+        lambda lib: lib.linear_schedule(1.0, 0.0, 4 * 10**9, 10**9),
+    ):
+        with jax.enable_x64(True):  # optax itself overflows on the linear one without x64
+            want = float(build(optax)(3e9))
+        np.testing.assert_allclose(build(funcopt)(3e9), want, rtol=1e-6)
+        np.testing.assert_allclose(jax.jit(build(funcopt))(3e9), want, rtol=1e-6)
+        np.testing.assert_allclose(build(funcopt)(3 * 10**9), want, rtol=1e-6)
+    # boundaries past int32 with int32 counts are never reached; with larger counts they are
+    sched = funcopt.piecewise_constant_schedule(1.0, {2**32: 0.5})
+    assert float(jax.jit(sched)(jnp.int32(2**31 - 1))) == 1.0
+    assert float(sched(3e9)) == 1.0 and float(sched(5e9)) == 0.5 and float(sched(5 * 10**9)) == 0.5
+
+
+X64_BIG = [
+    lambda lib: lib.cosine_decay_schedule(1.0, int(1e10)),
+    lambda lib: lib.linear_schedule(1.0, 0.0, 4 * 10**9, 10**9),
+    lambda lib: lib.polynomial_schedule(1.0, 0.1, 2, 4 * 10**9),
+    lambda lib: lib.exponential_decay(1.0, 10**9, 0.5, 2**31, True),
+    lambda lib: lib.piecewise_constant_schedule(1.0, {2**32: 0.5, 3 * 10**9: 0.1}),
+]
+
+
+@pytest.mark.parametrize("build", X64_BIG)
+def test_int64_counts_beyond_int32_match_optax(build, x64):
+    counts = jnp.asarray([0, 10**9, 2**31 + 3, 3 * 10**9, 2**32 + 7, 5 * 10**9, 10**10], jnp.int64)
+    want = np.asarray(jax.vmap(build(optax))(counts))
+    for got in (jax.jit(jax.vmap(build(funcopt)))(counts), jax.vmap(build(funcopt))(counts)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize(
@@ -186,28 +207,14 @@ def test_equal_arguments_give_the_same_function():
         (lambda: funcopt.cosine_decay_schedule(1.0, 0), "decay_steps=0"),
         (lambda: funcopt.piecewise_constant_schedule(1.0, {10: -0.1}), r"\[10\]=-0.1"),
         (lambda: funcopt.piecewise_constant_schedule(1.0, {-5: 0.1}), "=-5"),
-        (lambda: funcopt.piecewise_interpolate_schedule("cubic", 1.0), "interpolate_type='cubic'"),
+        (lambda: funcopt.linear_schedule(1.0, 0.0, 10.5), "transition_steps=10.5"),
+        (lambda: funcopt.cosine_decay_schedule(1.0, True), "decay_steps=True"),
+        (lambda: funcopt.constant_schedule(float("nan")), "value=nan"),
+        (lambda: funcopt.linear_schedule(None, 0.0, 10), "init_value=None"),
         (
-            lambda: funcopt.join_schedules([funcopt.constant_schedule(1.0)], [5]),
-            r"boundaries=\(5,\)",
+            lambda: jax.jit(lambda n: funcopt.cosine_decay_schedule(1.0, n))(10),
+            "decay_steps must be concrete",
         ),
-        (
-            lambda: funcopt.join_schedules([funcopt.constant_schedule(1.0)] * 3, [9, 5]),
-            r"boundaries=\(9, 5\)",
-        ),
-        (lambda: funcopt.warmup_constant_schedule(0.0, 1.0, -2), "warmup_steps=-2"),
-        (lambda: funcopt.warmup_cosine_decay_schedule(0.0, 1.0, -1, 10), "warmup_steps=-1"),
-        (
-            lambda: funcopt.warmup_cosine_decay_schedule(0.0, 1.0, 10, 10),
-            "decay_steps=10, warmup_steps=10",
-        ),
-        (lambda: funcopt.warmup_exponential_decay_schedule(0, 1, 5, 0, 2.0, -4), "begin=-4"),
-        (lambda: funcopt.sgdr_schedule([]), "cosine_kwargs"),
-        (lambda: funcopt.cosine_onecycle_schedule(0, 1.0), "transition_steps=0"),
-        (lambda: funcopt.cosine_onecycle_schedule(10, 1.0, pct_start=1.5), "pct_start=1.5"),
-        (lambda: funcopt.cosine_onecycle_schedule(10, 1.0, div_factor=0.0), "div_factor=0.0"),
-        (lambda: funcopt.linear_onecycle_schedule(10, 1.0, 0.5, pct_final=0.4), "pct_final=0.4"),
-        (lambda: funcopt.linear_onecycle_schedule(10, 1.0, final_div_factor=-1.0), "=-1.0"),
     ],
 )
 def test_invalid_arguments_raise_naming_them(build, message):
@@ -217,43 +224,12 @@ def test_invalid_arguments_raise_naming_them(build, message):
 
 
 # (id, funcopt optimizer of a schedule, optax optimizer of a schedule, schedule builder).
-# gdm has no optax twin, but gdm(η, β) ≡ sgd(η (1 − β), β).
 OPTIMIZERS = [
     (
         "gd",
         funcopt.gd,
         optax.sgd,
         lambda lib: lib.piecewise_constant_schedule(0.05, {300: 0.5, 700: 0.2}),
-    ),
-    (
-        "gdm",
-        lambda lr: funcopt.gdm(lr, 0.9),
-        lambda lr: optax.sgd(lambda t: lr(t) * (1 - 0.9), 0.9),
-        lambda lib: lib.linear_onecycle_schedule(1000, 0.1),
-    ),
-    (
-        "sgd",
-        lambda lr: funcopt.sgd(lr, 0.9, nesterov=True),
-        lambda lr: optax.sgd(lr, 0.9, nesterov=True),
-        lambda lib: lib.sgdr_schedule([dict(CYCLES[0], decay_steps=400), CYCLES[1], CYCLES[2]]),
-    ),
-    (
-        "rmsprop",
-        funcopt.rmsprop,
-        optax.rmsprop,
-        lambda lib: lib.warmup_exponential_decay_schedule(0.0, 0.01, 50, 100, 0.7),
-    ),
-    (
-        "adam",
-        funcopt.adam,
-        optax.adam,
-        lambda lib: lib.warmup_cosine_decay_schedule(0.0, 0.02, 100, 1000, 1e-4),
-    ),
-    (
-        "adamw",
-        lambda lr: funcopt.adamw(lr, weight_decay=0.1),
-        lambda lr: optax.adamw(lr, weight_decay=0.1),
-        lambda lib: lib.cosine_onecycle_schedule(1000, 0.02),
     ),
 ]
 
@@ -279,6 +255,12 @@ def test_matches_optax_in_float64(build, x64):
     want = np.asarray(jax.vmap(build(optax))(counts))
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_modules_split_the_names():
+    names = [*funcopt.schedules.__all__, *funcopt.schedules_composite.__all__]
+    assert len(names) == len(set(names)) == 14
+    assert all(getattr(funcopt, name) is not None for name in names)
 
 
 @pytest.mark.parametrize("name", funcopt.schedules.__all__)
