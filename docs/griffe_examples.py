@@ -5,7 +5,7 @@
   ``x[0]["b"]`` reads as a link).
 * Sphinx roles such as ``:func:`chain``` are shown as inline code.
 * funcopt's transforms and schedules are dataclasses made when their class is defined
-  (by ``funcopt.base.Value``), which static analysis cannot see: each gets the
+  (by ``funcopt.values.Value``), which static analysis cannot see: each gets the
   ``__init__`` signature of the real class, so its page shows its arguments and griffe
   can check the ``Args:`` section against them.
 """
@@ -33,12 +33,12 @@ class DocstringMarkdown(griffe.Extension):
 
 
 class ValueSignatures(griffe.Extension):
-    """Give each ``funcopt.base.Value`` subclass the ``__init__`` of the real class."""
+    """Give each ``funcopt.values.Value`` subclass the ``__init__`` of the real class."""
 
     def on_class_members(self, *, cls: griffe.Class, **kwargs: Any) -> None:
         try:
             obj = getattr(importlib.import_module(cls.module.path), cls.name)
-            from funcopt.base import Value
+            from funcopt.values import Value
         except (ImportError, AttributeError):
             return
         if not (isinstance(obj, type) and issubclass(obj, Value)) or obj is Value:

@@ -16,6 +16,7 @@ from mkdocs.structure.files import File, Files
 # The order of the reference; any other public module found is appended.
 ORDER = [
     "base",
+    "values",
     "validation",
     "trees",
     "lifting",
@@ -41,7 +42,7 @@ ORDER = [
     "packing",
     "viz",
 ]
-SKIP = {"__main__", "bench", "bench_workloads", "viz_studies"}  # CLI code; viz re-exports
+SKIP = {"__main__", "bench", "bench_workloads", "surfaces", "viz_studies"}  # CLI; viz re-exports
 
 
 def api_modules() -> list[str]:

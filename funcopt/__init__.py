@@ -12,7 +12,8 @@ A transform is a value: equal hyper-parameters give equal transforms, hyper-para
 are pytree leaves (jit once, vmap a sweep, differentiate), and ``repr`` shows the
 composition. The modules, by concept:
 
-- the protocol: :mod:`~funcopt.base`, :mod:`~funcopt.validation`, :mod:`~funcopt.trees`,
+- the protocol: :mod:`~funcopt.base`, :mod:`~funcopt.values` (what makes a transform a
+  value), :mod:`~funcopt.validation`, :mod:`~funcopt.trees`,
   :mod:`~funcopt.lifting` (the one lifter of per-leaf equations);
 - building blocks: :mod:`~funcopt.combine` (chain, precondition), :mod:`~funcopt.moments`,
   :mod:`~funcopt.scaling`, :mod:`~funcopt.preconditioners`, :mod:`~funcopt.clipping`,
@@ -54,6 +55,7 @@ from funcopt.schedules_composite import *  # noqa: F403
 from funcopt.train import *  # noqa: F403
 from funcopt.trees import *  # noqa: F403
 from funcopt.validation import *  # noqa: F403
+from funcopt.values import *  # noqa: F403
 from funcopt.wrappers import *  # noqa: F403
 
 __version__ = "0.2.0"

@@ -20,16 +20,16 @@ from funcopt.base import (
     GradientTransformation,
     OptState,
     Params,
-    StructureError,
     Updates,
     as_transform,
+    expect_state,
     new_count,
     safe_increment,
-    static,
 )
 from funcopt.lifting import compute_dtype, moment_like, up
 from funcopt.trees import tree_map
 from funcopt.validation import BOOL, DTYPE, integer
+from funcopt.values import static
 
 __all__ = [
     "ApplyEveryState",
@@ -61,14 +61,6 @@ def num_not_finite(tree: Any) -> jax.Array:
     """How many entries of ``tree`` are NaN or ±Inf (an int32 scalar)."""
     counts = [jnp.sum(~jnp.isfinite(x), dtype=jnp.int32) for x in jax.tree.leaves(tree)]
     return sum(counts, jnp.zeros([], jnp.int32))
-
-
-def _expect(tx: Any, state: Any, kind: type) -> None:
-    if not isinstance(state, kind):
-        raise StructureError(
-            f"{type(tx).__name__} keeps a {kind.__name__}, got {type(state).__name__}: was "
-            "the state made by this transform's init?"
-        )
 
 
 # ---- gradient accumulation -------------------------------------------------------------
@@ -105,6 +97,8 @@ class apply_every(GradientTransformation):
         [0.]
     """
 
+    State = ApplyEveryState
+
     k: int = static(1, integer(1))
 
     elementwise = True
@@ -115,7 +109,7 @@ class apply_every(GradientTransformation):
     def apply(
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
-        _expect(self, state, ApplyEveryState)
+        expect_state(self, state, self.State)
         k = self.k
         c = state.count % k
         acc = tree_map(
@@ -211,6 +205,8 @@ class MultiSteps(GradientTransformation):
         (Array([-2.], dtype=float32), Array(True, dtype=bool))
     """
 
+    State = MultiStepsState
+
     opt: GradientTransformation
     every_k_schedule: int | Callable[[jax.Array], Any] = static(kind=integer(1, schedule=True))
     use_grad_mean: bool = static(True, BOOL)
@@ -273,7 +269,7 @@ class MultiSteps(GradientTransformation):
     def apply(
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
-        _expect(self, state, MultiStepsState)
+        expect_state(self, state, self.State)
         every = self.every_k_schedule
         k = every(state.gradient_step) if callable(every) else every
         skip, skip_state = self._skip(updates, state.gradient_step, params)
@@ -375,6 +371,8 @@ class apply_if_finite(GradientTransformation):
         (Array([0.], dtype=float32), Array(1, dtype=int32))
     """
 
+    State = ApplyIfFiniteState
+
     inner: GradientTransformation
     max_consecutive_errors: int = static(kind=integer(0))
 
@@ -396,7 +394,7 @@ class apply_if_finite(GradientTransformation):
     def apply(
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
-        _expect(self, state, ApplyIfFiniteState)
+        expect_state(self, state, self.State)
         inner = self.inner
         finite = num_not_finite(updates) == 0
         in_a_row = jnp.where(finite, 0, safe_increment(state.notfinite_count))

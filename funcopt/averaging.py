@@ -17,17 +17,16 @@ from funcopt.base import (
     GradientTransformation,
     OptState,
     Params,
-    StructureError,
     Updates,
     as_transform,
-    hyper,
+    expect_state,
     new_count,
     safe_increment,
-    static,
 )
 from funcopt.lifting import coef, up
 from funcopt.trees import tree_map
 from funcopt.validation import BOOL, PROBABILITY, hyperparameters, integer
+from funcopt.values import hyper, static
 
 __all__ = [
     "LookaheadParams",
@@ -94,6 +93,8 @@ class lookahead(GradientTransformation):
         (Array([1.], dtype=float32), Array([1.], dtype=float32))
     """
 
+    State = LookaheadState
+
     fast_optimizer: GradientTransformation
     sync_period: int = static(kind=integer(1))
     slow_step_size: float = hyper(PROBABILITY)
@@ -114,11 +115,7 @@ class lookahead(GradientTransformation):
     ) -> tuple[Updates, OptState]:
         if params is None or not (hasattr(params, "fast") and hasattr(params, "slow")):
             raise ValueError("lookahead needs update(grads, state, params: LookaheadParams)")
-        if not isinstance(state, LookaheadState):
-            raise StructureError(
-                f"lookahead keeps a LookaheadState, got {type(state).__name__}: was the "
-                "state made by this transform's init?"
-            )
+        expect_state(self, state, self.State)
         alpha = self.slow_step_size
         step, fast_state = self.fast_optimizer.update(
             updates, state.fast_state, params.fast, **extra

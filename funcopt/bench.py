@@ -39,19 +39,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from funcopt.bench_workloads import BASELINE, Impl, Workload, adam_impls, train_impls
+
 __all__ = ["Cell", "Workload", "main", "run"]
 
 ADAM_BYTES_PER_PARAM = 28  # fp32: read p, g, m, v; write p, m, v
-
-
-class Workload(NamedTuple):
-    """One row group: ``kind`` is ``"adam"`` (optimizer step) or ``"train"``."""
-
-    name: str
-    kind: str
-    leaves: int
-    leaf_size: int
-    model: str = ""
 
 
 class Cell(NamedTuple):
@@ -113,7 +105,6 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 IMPLS = ("funcopt tree", "funcopt packed", "optax", "optax donated", "torch foreach", "torch fused")
-BASELINE = "optax donated"
 
 
 # ---- memory ---------------------------------------------------------------------------
@@ -160,12 +151,6 @@ class _Memory:
         run()
         return float("nan")
 
-
-from funcopt.bench_workloads import (  # noqa: E402  (they need Workload)
-    Impl,
-    adam_impls,
-    train_impls,
-)
 
 # ---- the run --------------------------------------------------------------------------
 

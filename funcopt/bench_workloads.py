@@ -11,15 +11,26 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.bench import BASELINE, Workload
+__all__ = ["BASELINE", "Impl", "Workload", "adam_impls", "planned_bytes", "train_impls"]
 
-__all__ = ["Impl", "adam_impls", "planned_bytes", "train_impls"]
+BASELINE = "optax donated"
+"""The implementation every ratio is relative to."""
+
+
+class Workload(NamedTuple):
+    """One row group: ``kind`` is ``"adam"`` (optimizer step) or ``"train"``."""
+
+    name: str
+    kind: str
+    leaves: int
+    leaf_size: int
+    model: str = ""
 
 
 # ---- workloads ------------------------------------------------------------------------
@@ -114,7 +125,7 @@ def adam_impls(w: Workload, names: Sequence[str]) -> list[Impl]:
         if name == "funcopt packed":
             tx = funcopt.adam(lr)
             p, g = funcopt.pack(params), funcopt.pack(grads)
-            state = funcopt.packed_init(tx, p)
+            state = funcopt.packed_init(tx, p).inner  # the flat moments themselves
 
             def packed_step(pb: Any, s: Any, gb: Any, tx: Any = tx) -> tuple[Any, Any]:
                 u, s = tx.update(gb, s, pb)

@@ -19,20 +19,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt.base import (
+    STATE_OWNERS,
     EmptyState,
     GradientTransformation,
     HyperParameterError,
     OptState,
     Params,
-    StructureError,
     Updates,
-    hyper,
+    expect_state,
     safe_increment,
-    static,
 )
 from funcopt.lifting import Leafwise, abs2, coef, real_dtype, up
 from funcopt.trees import check_float_leaves
 from funcopt.validation import NONNEGATIVE, POSITIVE, Kind, is_traced
+from funcopt.values import hyper, static
 
 __all__ = [
     "AddNoiseState",
@@ -308,14 +308,13 @@ class zero_nans(Leafwise):
     def apply(
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
-        if not isinstance(state, ZeroNansState):
-            raise StructureError(
-                f"zero_nans keeps a ZeroNansState, got a state of type {type(state).__name__}: "
-                "was it made by this transform's init?"
-            )
+        expect_state(self, state, ZeroNansState)
         out, _ = super().apply(updates, EmptyState(), params, count)
         found = jax.tree.map(lambda g: jnp.any(jnp.isnan(g)), updates)
         return out, ZeroNansState(found_nan=found)
+
+
+STATE_OWNERS.setdefault(ZeroNansState, []).append("zero_nans")
 
 
 class keep_params_nonnegative(Leafwise):
@@ -412,6 +411,8 @@ class add_noise(GradientTransformation):
         ((3,), 1)
     """
 
+    State = AddNoiseState
+
     eta: float = hyper(NONNEGATIVE)
     gamma: float = hyper(NONNEGATIVE)
     key: Any = static(None, _KEY)
@@ -444,11 +445,7 @@ class add_noise(GradientTransformation):
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
         del params, count, extra
-        if not isinstance(state, AddNoiseState):
-            raise StructureError(
-                f"add_noise keeps an AddNoiseState, got a state of type {type(state).__name__}: "
-                "was it made by this transform's init?"
-            )
+        expect_state(self, state, self.State)
         t = safe_increment(state.count)
         sigmas: dict[Any, jax.Array] = {}  # σ_t once per precision
 

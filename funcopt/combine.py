@@ -32,11 +32,11 @@ from funcopt.base import (
     StructureError,
     Updates,
     as_transform,
-    hyper,
-    static,
+    expect_state,
 )
 from funcopt.lifting import coef, map_leaves
 from funcopt.validation import BOOL, DECAY, NONNEGATIVE, interval
+from funcopt.values import hyper, static
 
 __all__ = [
     "PreconditionState",
@@ -259,6 +259,8 @@ class precondition(GradientTransformation):
         Array([-1.4142135,  1.4142135], dtype=float32)
     """
 
+    State = PreconditionState
+
     numerator: GradientTransformation
     denominator: GradientTransformation
     eps: float = hyper(NONNEGATIVE, 0.0)
@@ -286,11 +288,7 @@ class precondition(GradientTransformation):
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, Updates, PreconditionState]:
         """The numerator and denominator of this step, and the new state."""
-        if not isinstance(state, PreconditionState):
-            raise StructureError(
-                f"precondition keeps a PreconditionState, got {type(state).__name__}: was "
-                "the state made by this transform's init?"
-            )
+        expect_state(self, state, self.State)
         n, n_state = _run(self.numerator, updates, state.numerator, params, count, extra)
         d, d_state = _run(self.denominator, updates, state.denominator, params, count, extra)
         return n, d, PreconditionState(n_state, d_state)

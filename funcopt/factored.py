@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import GradientTransformation, ScalarOrSchedule, Updates, hyper, static
+from funcopt.base import GradientTransformation, ScalarOrSchedule, Updates
 from funcopt.clipping import clip_by_block_rms
 from funcopt.combine import chain
 from funcopt.lifting import Leafwise, abs2, real_dtype, second_moment_like
@@ -39,6 +39,7 @@ from funcopt.validation import (
     integer,
     interval,
 )
+from funcopt.values import hyper, static
 
 __all__ = ["FactoredState", "adafactor", "scale_by_factored_rms"]
 

@@ -24,15 +24,15 @@ from funcopt.base import (
     GradientTransformation,
     OptState,
     Params,
-    StructureError,
     Updates,
     as_transform,
+    expect_state,
     new_count,
     safe_increment,
-    static,
 )
 from funcopt.lifting import compute_dtype
 from funcopt.validation import DTYPE
+from funcopt.values import static
 
 __all__ = ["InjectHyperparamsState", "inject_hyperparams"]
 
@@ -107,6 +107,8 @@ class InjectedHyperparams(GradientTransformation):
             :func:`inject_hyperparams`).
     """
 
+    State = InjectHyperparamsState
+
     inner_factory: Callable[..., Any] = static()
     numeric: dict[str, Any]
     schedules: tuple[tuple[str, Callable[..., Any]], ...] = static(())
@@ -172,11 +174,7 @@ class InjectedHyperparams(GradientTransformation):
     def apply(
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
-        if not isinstance(state, InjectHyperparamsState):
-            raise StructureError(
-                f"inject_hyperparams keeps an InjectHyperparamsState, got "
-                f"{type(state).__name__}: was the state made by this transform's init?"
-            )
+        expect_state(self, state, self.State)
         dtype = _hyperparam_dtype(updates, self.hyperparam_dtype)
         hp = self._values(state.hyperparams, state.count, dtype, copy=False)
         updates, inner_state = self.inner(hp).update(updates, state.inner_state, params, **extra)

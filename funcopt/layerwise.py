@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt.base import GradientTransformation, ScalarOrSchedule, Updates, hyper
+from funcopt.base import GradientTransformation, ScalarOrSchedule, Updates
 from funcopt.combine import chain
 from funcopt.lifting import Leafwise, abs2, real_dtype
 from funcopt.moments import trace
@@ -22,6 +22,7 @@ from funcopt.preconditioners import scale_by_adam
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate, scale_by_trust_ratio
 from funcopt.trees import Mask
 from funcopt.validation import ANY, BOOL, DECAY, DTYPE, NONNEGATIVE, RATE, hyperparameters
+from funcopt.values import hyper
 
 __all__ = ["LayerwiseRmsState", "lamb", "lars", "novograd", "scale_by_layerwise_rms"]
 

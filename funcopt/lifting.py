@@ -18,14 +18,17 @@ equation for one leaf, in plain math::
 :class:`Leafwise` lifts that over the pytree, in one place for every primitive:
 
 - **structure**: the updates, each state field and the params must have the same tree
-  structure and (for elementwise primitives) shapes; a mismatch raises
-  :class:`~funcopt.base.StructureError` naming the path and the field;
+  structure and shapes (state fields: for elementwise primitives), never broadcast; a
+  mismatch raises :class:`~funcopt.base.StructureError` naming the path and the field;
+  integer and boolean updates are refused (``TypeError``): a step on them would be
+  truncated;
 - **arithmetic in at least float32**: ``g``, the state and the params reach ``leaf``
   upcast (bfloat16 and float16 to float32), and array-valued hyper-parameters in the same
   precision, so ``β₂ = 0.999`` is never rounded to 1;
 - **rounding once**: outputs stay in the compute dtype from one part of a composition to
   the next, and the public ``update`` casts the final updates to the gradients' dtypes;
-- **storage in each buffer's dtype**: the new state is rounded to the dtype ``init_leaf``
+- **storage in each buffer's dtype** (saturating in float16/bfloat16 rather than overflowing
+  to ±inf): the new state is rounded to the dtype ``init_leaf``
   gave it (first moments the parameter's dtype or ``mu_dtype``; second moments at least
   float32, see :func:`second_moment_like`), and an output that *is* a state field is taken
   from the stored, rounded value, so a resumed run is bit-identical;
@@ -43,7 +46,15 @@ from typing import Any, ClassVar, cast
 import jax
 import jax.numpy as jnp
 
-from funcopt.base import EmptyState, GradientTransformation, OptState, Params, Updates
+from funcopt.base import (
+    EmptyState,
+    GradientTransformation,
+    OptState,
+    Params,
+    Updates,
+    expect_state,
+    store,
+)
 from funcopt.base import StructureError as StructureError
 from funcopt.trees import check_float_leaves, check_shapes, flatten, flatten_like, tree_map
 
@@ -189,7 +200,7 @@ class Leafwise(GradientTransformation):
     Example (a primitive of one's own, with the whole lift: structure checks, float32
     arithmetic for bf16, validation, equality, ``repr``):
         >>> import jax.numpy as jnp, funcopt
-        >>> from funcopt.base import hyper
+        >>> from funcopt.values import hyper
         >>> from funcopt.lifting import Leafwise
         >>> from funcopt.validation import NONNEGATIVE
         >>> class soft_sign(Leafwise):
@@ -246,20 +257,19 @@ class Leafwise(GradientTransformation):
     ) -> tuple[Updates, OptState]:
         del extra
         g_leaves, treedef = flatten(updates)
+        check_float_leaves(updates, "updates")  # an integer step would be truncated
         stateful = self.State is not EmptyState
         names: tuple[str, ...] = self.State._fields if stateful else ()  # type: ignore[attr-defined]
         fields: list[list[Any]] = []
         if stateful:
-            if not isinstance(state, self.State):
-                raise StructureError(
-                    f"{type(self).__name__} keeps a {self.State.__name__}, got a state of "
-                    f"type {type(state).__name__}: was it made by this transform's init?"
-                )
+            expect_state(self, state, self.State)
             for name, tree in zip(names, cast(Any, state), strict=True):
                 fields.append(flatten_like(treedef, tree, updates, ("updates", f"state.{name}")))
         p_leaves: list[Any] = []
         if self.needs_params:
             params = require_params(self, params)
+        same_tree = params is not None and flatten(params)[1] == treedef
+        if self.needs_params or same_tree:  # no broadcasting: updates have params' shapes
             p_leaves = flatten_like(treedef, params, updates, ("updates", "params"))
             check_shapes(g_leaves, treedef, [p_leaves], ("updates", "params"))
         if self.elementwise and fields:
@@ -281,9 +291,7 @@ class Leafwise(GradientTransformation):
                 u = me.leaf(x, **kw)
             else:
                 u, s_new = me.leaf(x, self.State(*(up(f[k]) for f in fields)), **kw)
-                stored = [
-                    jnp.asarray(n).astype(f[k].dtype) for n, f in zip(s_new, fields, strict=True)
-                ]
+                stored = [store(n, f[k].dtype) for n, f in zip(s_new, fields, strict=True)]
                 for n, s in zip(s_new, stored, strict=True):
                     if u is n:  # the output is a state field: take the stored value
                         u = s

@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt.base import Updates, hyper, static
+from funcopt.base import Updates
 from funcopt.lifting import Leafwise, abs2, moment_like, second_moment_like
 from funcopt.validation import BOOL, DECAY, DTYPE, NONNEGATIVE
+from funcopt.values import hyper, static
 
 __all__ = [
     "BeliefState",

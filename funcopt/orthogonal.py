@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import GradientTransformation, Params, ScalarOrSchedule, hyper, static
+from funcopt.base import GradientTransformation, Params, ScalarOrSchedule
 from funcopt.combine import chain
 from funcopt.lifting import Leafwise
 from funcopt.optimizers import adamw
@@ -37,6 +37,7 @@ from funcopt.validation import (
     interval,
     is_traced,
 )
+from funcopt.values import hyper, static
 from funcopt.wrappers import partition
 
 __all__ = [

@@ -34,22 +34,30 @@ per-leaf. :func:`register_elementwise` adds your own transforms to the registry.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import hashlib
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import GradientTransformation, OptState, Params, Updates
-from funcopt.trees import apply_updates
+from funcopt.base import (
+    GradientTransformation,
+    OptState,
+    Params,
+    StructureError,
+    Updates,
+    as_transform,
+    expect_state,
+)
+from funcopt.values import static
 
 __all__ = [
     "Layout",
+    "LayoutStamp",
     "Packed",
-    "PackedStep",
+    "PackedOptState",
     "is_elementwise",
-    "make_packed_train_step",
     "pack",
     "packed_init",
     "packed_state",
@@ -246,8 +254,53 @@ def is_elementwise(tx: GradientTransformation | Any) -> bool:
 # ---- packed optimizer state -------------------------------------------------------------
 
 
-def _flat(elementwise: bool | None, tx: Any) -> bool:
+def runs_flat(elementwise: bool | None, tx: Any) -> bool:
     return is_elementwise(tx) if elementwise is None else bool(elementwise)
+
+
+def fingerprint(layout: Layout) -> int:
+    """A stable 31-bit fingerprint of a :class:`Layout` (the same in every process)."""
+    text = repr((str(layout.treedef), layout.slots, layout.dtypes, layout.sizes))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+class LayoutStamp(NamedTuple):
+    """The fingerprint of the layout a packed state was made for (data: it is checkpointed).
+
+    A state restored from a checkpoint into a template made for another layout (moments
+    that would now belong to other leaves) keeps the fingerprint it was saved with, and
+    :meth:`check` against the layout in use raises :class:`~funcopt.base.StructureError`.
+    :func:`funcopt.check_state`, :class:`packed_state` (eagerly) and
+    :func:`~funcopt.make_packed_train_step` (on a state it did not make) call it.
+
+    Attributes:
+        fingerprint: an int32 scalar, :func:`fingerprint` of the layout.
+    """
+
+    fingerprint: Any
+
+    @classmethod
+    def of(cls, layout: Layout) -> LayoutStamp:
+        return cls(jnp.asarray(fingerprint(layout), jnp.int32))
+
+    def check(self, layout: Layout) -> None:
+        """Raise unless the stamp is traced or is ``layout``'s fingerprint."""
+        saved = self.fingerprint
+        if isinstance(saved, jax.core.Tracer) or not hasattr(saved, "shape"):
+            return
+        if int(saved) != fingerprint(layout):
+            raise StructureError(
+                "this packed optimizer state was made for another layout of the parameters "
+                f"(fingerprint {int(saved)}, not {fingerprint(layout)}): its moments would "
+                "belong to other leaves; restore it for the parameters it was saved with"
+            )
+
+
+class PackedOptState(NamedTuple):
+    """A packed optimizer state: the layout's stamp and the transform's own state."""
+
+    stamp: LayoutStamp
+    inner: OptState
 
 
 def packed_init(
@@ -255,9 +308,10 @@ def packed_init(
 ) -> OptState:
     """The optimizer state for :func:`make_packed_train_step`.
 
-    For an elementwise ``tx`` this is ``tx.init(params.buffers)``: moments are flat
+    For an elementwise ``tx`` the state is ``tx.init(params.buffers)``: moments are flat
     buffers (Adam's state is 2× the parameter bytes in float32). Otherwise it is
-    ``pack(tx.init(unpack(params)))``: the tree state packed by dtype.
+    ``pack(tx.init(unpack(params)))``: the tree state packed by dtype. Either way it comes
+    in a :class:`PackedOptState` with the :class:`LayoutStamp` of ``params.layout``.
 
     Args:
         tx: the gradient transformation the step will run.
@@ -269,19 +323,18 @@ def packed_init(
         >>> import jax, jax.numpy as jnp, funcopt
         >>> packed = funcopt.pack({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
         >>> state = funcopt.packed_init(funcopt.scale_by_momentum(0.9), packed)
-        >>> jax.tree.map(jnp.shape, state)  # one flat moment buffer
+        >>> jax.tree.map(jnp.shape, state.inner)  # one flat moment buffer
         MomentumState(mu=((9,),))
-        >>> type(funcopt.packed_init(funcopt.lamb(1e-3), packed)).__name__
+        >>> type(funcopt.packed_init(funcopt.lamb(1e-3), packed).inner).__name__
         'Packed'
     """
-    if _flat(elementwise, tx):
-        return tx.init(params.buffers)
-    return pack(tx.init(unpack(params)))
+    stamp = LayoutStamp.of(params.layout)
+    if runs_flat(elementwise, tx):
+        return PackedOptState(stamp, tx.init(params.buffers))
+    return PackedOptState(stamp, pack(tx.init(unpack(params))))
 
 
-def packed_state(
-    tx: GradientTransformation | Any, *, elementwise: bool | None = None
-) -> GradientTransformation:
+class packed_state(GradientTransformation):
     """Wrap ``tx`` so that its state is kept packed; updates and params stay trees.
 
     Use this when the parameters must stay a pytree (e.g. owned by a framework): the
@@ -301,112 +354,45 @@ def packed_state(
         >>> tx = funcopt.packed_state(funcopt.scale_by_momentum(0.5))
         >>> params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
         >>> state = tx.init(params)
-        >>> jax.tree.map(jnp.shape, state)
+        >>> jax.tree.map(jnp.shape, state.inner)
         MomentumState(mu=((9,),))
         >>> grads = {"w": jnp.ones((2, 3)), "b": jnp.full(3, 2.0)}
         >>> u, state = tx.update(grads, state)
         >>> u["b"]  # (1 − β) g: a tree again
         Array([1., 1., 1.], dtype=float32)
     """
-    flat = _flat(elementwise, tx)
 
-    def init(params: Params) -> OptState:
-        if flat:
-            return tx.init(pack(params).buffers)
-        return pack(tx.init(params))
+    inner: GradientTransformation
+    flat: bool = static(False)
 
-    def update(
-        updates: Updates, state: OptState, params: Params | None = None
+    State = PackedOptState
+
+    def __init__(self, tx: Any, *, elementwise: bool | None = None) -> None:
+        object.__setattr__(self, "inner", as_transform(tx, "packed_state"))
+        object.__setattr__(self, "flat", runs_flat(elementwise, tx))
+        self.__post_init__()
+
+    def init_state(self, params: Params) -> OptState:
+        stamp = LayoutStamp.of(layout_of(params))
+        if self.flat:
+            return PackedOptState(stamp, self.inner.init(pack(params).buffers))
+        return PackedOptState(stamp, pack(self.inner.init(params)))
+
+    def apply(
+        self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
-        if flat:
-            # The parameters' layout, as at init: gradients in another dtype (bf16
-            # gradients of f32 master weights) are cast up into it, so the buffers match
-            # the state's; each update leaf then returns in its gradient's dtype.
-            layout = layout_of(updates if params is None else params)
+        expect_state(self, state, self.State)
+        # The parameters' layout, as at init: gradients in another dtype (bf16 gradients of
+        # f32 master weights) are cast up into it, so the buffers match the state's; each
+        # update leaf then returns in its gradient's dtype.
+        layout = layout_of(updates if params is None else params)
+        state.stamp.check(layout)
+        if self.flat:
             g = pack(updates, layout)
             p = None if params is None else pack(params, layout).buffers
-            u, state = tx.update(g.buffers, state, p)
+            u, inner = self.inner.update(g.buffers, state.inner, p, **extra)
             out = unpack(Packed(tuple(u), layout))
-            return jax.tree.map(lambda x, d: x.astype(d.dtype), out, updates), state
-        u, inner = tx.update(updates, unpack(state), params)
-        return u, pack(inner, state.layout)
-
-    return GradientTransformation(init, update)
-
-
-# ---- the packed train step --------------------------------------------------------------
-
-PackedStep = Callable[..., tuple[Any, ...]]
-"""``step(packed, opt_state, *batch) -> (packed, opt_state, loss)`` (``+ (aux,)``)."""
-
-
-def make_packed_train_step(
-    loss_fn: Callable[..., Any],
-    tx: GradientTransformation | Any,
-    *,
-    has_aux: bool = False,
-    donate: bool = True,
-    jit: bool = True,
-    elementwise: bool | None = None,
-) -> PackedStep:
-    """A train step whose parameters and optimizer state stay packed across steps.
-
-    ``step(packed, opt_state, *batch) -> (packed, opt_state, loss[, aux])`` where
-    ``packed`` comes from :func:`pack` and ``opt_state`` from :func:`packed_init`.
-    ``loss_fn(params, *batch)`` receives the ordinary pytree (static slices of the
-    buffers, free inside jit). Numbers equal those of :func:`funcopt.make_train_step`
-    up to float rounding.
-
-    Args:
-        loss_fn: as for :func:`funcopt.make_train_step`.
-        tx: any gradient transformation.
-        has_aux: ``loss_fn`` returns ``(loss, aux)``.
-        donate: donate the packed parameters and the state (default).
-        jit: return the jitted step (default) or the pure function.
-        elementwise: run ``tx`` on the flat buffers (True) or on the tree view (False);
-            default :func:`is_elementwise` ``(tx)``. Forcing True on a transform with
-            per-leaf structure gives wrong numbers.
-
-    Example:
-        >>> import jax.numpy as jnp, funcopt
-        >>> loss_fn = lambda p, x: jnp.sum((p["w"] * x) ** 2) / 2  # gradient w · x²
-        >>> tx = funcopt.sgd(0.5)
-        >>> packed = funcopt.pack({"w": jnp.array([1.0, 2.0])})
-        >>> opt_state = funcopt.packed_init(tx, packed)
-        >>> step = funcopt.make_packed_train_step(loss_fn, tx)
-        >>> packed, opt_state, loss = step(packed, opt_state, jnp.ones(2))
-        >>> float(loss), funcopt.unpack(packed)["w"]
-        (2.5, Array([0.5, 1. ], dtype=float32))
-    """
-    flat = _flat(elementwise, tx)
-
-    def step(params: Packed, opt_state: OptState, *batch: Any) -> tuple[Any, ...]:
-        layout = params.layout
-        if isinstance(opt_state, Packed) == flat:
-            raise TypeError(
-                "make_packed_train_step: the optimizer state was not made for this mode "
-                f"(elementwise={flat}); build it with packed_init(tx, packed)"
-            )
-        if flat:
-            # The barriers keep the slicing and the concatenation out of the model's own
-            # fusions: fused into a matmul's operands or output they turn XLA:CPU's
-            # library matmul into a slow loop (measured: 5× on an MLP step).
-            tree = jax.lax.optimization_barrier(unpack(params))
-            value, g_tree = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)
-            grads = pack(jax.lax.optimization_barrier(g_tree), layout).buffers
-            updates, opt_state = tx.update(grads, opt_state, params.buffers)
-            new = Packed(tuple(apply_updates(params.buffers, updates)), layout)
-        else:
-            tree = unpack(params)
-            value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)
-            updates, inner = tx.update(grads, unpack(opt_state), tree)
-            new = pack(apply_updates(tree, updates), layout)
-            opt_state = pack(inner, opt_state.layout)
-        if has_aux:
-            loss, aux = value
-            return new, opt_state, loss, aux
-        return new, opt_state, value
-
-    if not jit:
-        return step
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+            out = jax.tree.map(lambda x, d: x.astype(d.dtype), out, updates)
+            return out, PackedOptState(state.stamp, inner)
+        u, inner = self.inner.update(updates, unpack(state.inner), params, **extra)
+        return u, PackedOptState(state.stamp, pack(inner, state.inner.layout))

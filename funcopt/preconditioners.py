@@ -27,9 +27,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt.base import GradientTransformation, Updates, hyper, static
+from funcopt.base import GradientTransformation, Updates
 from funcopt.combine import chain, identity, precondition, rectify
-from funcopt.lifting import Leafwise, abs2, moment_like, second_moment_like
+from funcopt.lifting import Leafwise, abs2, compute_dtype, moment_like, second_moment_like
 from funcopt.moments import (
     belief_moment,
     bias_correction,
@@ -50,6 +50,7 @@ from funcopt.validation import (
     hyperparameters,
     interval,
 )
+from funcopt.values import hyper, static
 
 __all__ = [
     "VarianceState",
@@ -175,7 +176,11 @@ class second_central_moment(Leafwise):
         return self.bias_correction
 
     def init_leaf(self, p: jax.Array) -> VarianceState:
-        return VarianceState(moment_like(p), second_moment_like(p, fill=self.initial_scale))
+        # The mean enters v − m², a difference of near equals: kept like v, in at least f32.
+        return VarianceState(
+            moment_like(p, compute_dtype(jnp.result_type(p))),
+            second_moment_like(p, fill=self.initial_scale),
+        )
 
     def scalars(self, count: Any) -> dict[str, Any]:
         if count is None:

@@ -12,10 +12,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt.base import OptState, Params, ScalarOrSchedule, Updates, hyper, static
+from funcopt.base import OptState, Params, ScalarOrSchedule, Updates
 from funcopt.lifting import Leafwise, abs2, second_moment_like
 from funcopt.trees import Mask, resolve_mask, tree_map
 from funcopt.validation import BOOL, DECAY, NONNEGATIVE, RATE, REAL
+from funcopt.values import hyper, static
 
 __all__ = [
     "DeltaRmsState",

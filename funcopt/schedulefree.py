@@ -20,12 +20,10 @@ from funcopt.base import (
     OptState,
     Params,
     ScalarOrSchedule,
-    StructureError,
     Updates,
     as_transform,
-    hyper,
+    expect_state,
     safe_increment,
-    static,
 )
 from funcopt.combine import chain
 from funcopt.lifting import coef, real_dtype, require_params, up
@@ -42,6 +40,7 @@ from funcopt.validation import (
     integer,
     interval,
 )
+from funcopt.values import hyper, static
 
 __all__ = [
     "ScheduleFreeState",
@@ -127,6 +126,8 @@ class schedule_free(GradientTransformation):
     Reference: Defazio et al., The Road Less Scheduled, 2024.
     """
 
+    State = ScheduleFreeState
+
     base_optimizer: GradientTransformation
     learning_rate: ScalarOrSchedule = hyper(RATE)
     b1: float = hyper(INTERPOLATION, 0.9)
@@ -161,11 +162,7 @@ class schedule_free(GradientTransformation):
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
         params = require_params(self, params)
-        if not isinstance(state, ScheduleFreeState):
-            raise StructureError(
-                f"schedule_free keeps a ScheduleFreeState, got {type(state).__name__}: was "
-                "the state made by this transform's init?"
-            )
+        expect_state(self, state, self.State)
         dtype = state.max_lr.dtype
         lr = self.learning_rate
         lr = lr(state.step_count) if callable(lr) else lr

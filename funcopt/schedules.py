@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import Value, hyper, static
 from funcopt.validation import (
     BOOL,
     NONNEGATIVE,
@@ -40,6 +39,7 @@ from funcopt.validation import (
     interval,
     is_traced,
 )
+from funcopt.values import Value, hyper, static
 
 __all__ = [
     "constant_schedule",
@@ -57,9 +57,9 @@ __all__ = [
 class Schedule(Value):
     """The base of funcopt's schedules: a frozen dataclass, a pytree, equal by value.
 
-    Subclasses declare numbers with :func:`~funcopt.base.hyper` (leaves) and steps with
-    :func:`~funcopt.base.static`, may add ``check``, and implement ``__call__(count)``
-    (see :class:`~funcopt.base.Value` for what they inherit).
+    Subclasses declare numbers with :func:`~funcopt.values.hyper` (leaves) and steps with
+    :func:`~funcopt.values.static`, may add ``check``, and implement ``__call__(count)``
+    (see :class:`~funcopt.values.Value` for what they inherit).
     """
 
     def __call__(self, count: Any) -> Any:

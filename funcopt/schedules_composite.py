@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import hyper, static
 from funcopt.schedules import (
     INTERPOLATIONS,
     OPTIONAL_REAL,
@@ -54,6 +53,7 @@ from funcopt.validation import (
     concrete_number,
     interval,
 )
+from funcopt.values import hyper, static
 
 __all__ = [
     "cosine_onecycle_schedule",

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import OptState, Params, StructureError, Updates
+from funcopt.base import STATE_OWNERS, OptState, Params, StructureError, Updates
 
 __all__ = ["Mask", "MaskedNode", "apply_updates", "check_float_leaves", "check_state"]
 
@@ -54,7 +54,11 @@ def _children(x: Any) -> tuple[Any, list[tuple[Any, Any]]]:
 
 
 def _type_name(node_type: Any) -> str:
-    return "a leaf" if node_type is None else node_type.__name__
+    """A node's type, and the transforms whose state it is (``MaskedState (masked's)``)."""
+    if node_type is None:
+        return "a leaf"
+    owners = STATE_OWNERS.get(node_type)
+    return node_type.__name__ + (f" ({' or '.join(owners)}'s)" if owners else "")
 
 
 def first_difference(a: Any, b: Any, name_a: str, name_b: str) -> str | None:
@@ -219,8 +223,10 @@ def check_state(tx: Any, state: OptState, params: Params, *, dtypes: bool = True
     each leaf's shape and (with ``dtypes=True``) dtype. Use it after restoring a
     checkpoint: a state saved from an optimizer of another configuration (another
     chain, momentum switched on, other parameter shapes) is reported with the first
-    differing path. Hyper-parameter *values* are not part of the state and are not
-    compared.
+    differing path, and a packed state saved for another layout by its
+    :class:`~funcopt.LayoutStamp`. Give it the parameters of the model you train now
+    (the template), not the restored ones. Hyper-parameter *values* are not part of the
+    state and are not compared.
 
     Args:
         tx: the transform the state is meant for.
@@ -239,6 +245,12 @@ def check_state(tx: Any, state: OptState, params: Params, *, dtypes: bool = True
     """
     expected = jax.eval_shape(tx.init, params)
     compare_state(state, expected, "tx.init(params)", dtypes=dtypes)
+    from funcopt.packing import LayoutStamp, layout_of  # packing builds on this module
+
+    stamps = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, LayoutStamp))
+    for stamp in stamps:  # a packed state: the layout it was saved for
+        if isinstance(stamp, LayoutStamp):
+            stamp.check(getattr(params, "layout", None) or layout_of(params))
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
@@ -313,7 +325,8 @@ def check_against_init(tx: Any, state: OptState, updates: Updates, params: Param
     """Raise :class:`StructureError` unless ``state`` has the structure ``tx.init`` gives.
 
     Compared once per input signature (at trace time, with ``jax.eval_shape``): the tree
-    structure, state types included, then each leaf's shape.
+    structure, state types included, then each leaf's shape, and its dtype when the
+    params are given (without them ``init`` is only known for params like the updates).
     """
     like = updates if params is None else params
     try:
@@ -333,4 +346,4 @@ def check_against_init(tx: Any, state: OptState, updates: Updates, params: Param
     expected = cache[key]
     if expected is not None:
         what = "init(params)" if params is not None else "init(params like the updates)"
-        compare_state(state, expected, what, dtypes=False)
+        compare_state(state, expected, what, dtypes=params is not None)

@@ -13,7 +13,7 @@ naming the argument and the value:
   cannot be inspected, and tracing them is how an optimizer is swept or differentiated.
   Flags (``BOOL``) and dtypes (``DTYPE``) are structure, so they must be concrete.
 
-Transforms declare the kind of each field (:func:`funcopt.base.hyper`); optimizers built by
+Transforms declare the kind of each field (:func:`funcopt.values.hyper`); optimizers built by
 composition declare theirs with :func:`hyperparameters`, so that an error names the
 argument the user typed (``adagrad(eps=-1)`` says ``eps``, not the primitive's name).
 """

@@ -21,16 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["adam_effective_step", "animate_race", "plot_effective_step", "plot_sweep", "sweep"]
 
-from funcopt.viz import (
-    LossFn,
-    Run,
-    current_axes,
-    make_optimizer,
-    pathological,
-    plot_surface,
-    run_label,
-    run_trajectory,
-)
+from funcopt.surfaces import LossFn, Run, make_optimizer, pathological, run_label, run_trajectory
 
 # ---- beyond the chapter: a hyper-parameter sweep in one vmap ---------------------------
 
@@ -84,6 +75,8 @@ def plot_sweep(
 
     Each cell is annotated with its loss; diverged runs (NaN or inf) are left blank.
     """
+    from funcopt.viz import current_axes  # viz imports this module: no import cycle
+
     ax = current_axes(ax)
     z = np.asarray(final_losses, dtype=np.float64).T  # rows: β, columns: η
     masked = np.ma.masked_invalid(z)
@@ -156,6 +149,8 @@ def plot_effective_step(
     With ``learning_rate``, a dashed line marks η, the step Adam takes while its
     gradients keep one sign.
     """
+    from funcopt.viz import current_axes  # viz imports this module: no import cycle
+
     ax = current_axes(ax)
     s = np.asarray(effective_step, dtype=np.float64)
     t = np.arange(1, len(s) + 1)
@@ -207,6 +202,8 @@ def animate_race(
     ]
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()
+    from funcopt.viz import plot_surface
+
     plot_surface(loss_fn, ax, extent=(-10.0, 10.0, -10.0, 10.0))
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])

@@ -30,10 +30,11 @@ from funcopt.base import (
     StructureError,
     Updates,
     as_transform,
-    static,
+    expect_state,
 )
 from funcopt.trees import Mask, MaskedNode, resolve_mask, tree_map
 from funcopt.validation import BOOL
+from funcopt.values import static
 
 __all__ = [
     "MaskedState",
@@ -101,6 +102,8 @@ class masked(GradientTransformation):
         {'b': Array([1., 1.], dtype=float32), 'w': Array([2., 2.], dtype=float32)}
     """
 
+    State = MaskedState
+
     inner: GradientTransformation
     mask: Mask = static()
     mask_compatible_extra_args: bool = static(False, BOOL)
@@ -125,11 +128,7 @@ class masked(GradientTransformation):
     def apply(
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
-        if not isinstance(state, MaskedState):
-            raise StructureError(
-                f"masked keeps a MaskedState, got {type(state).__name__}: was the state made "
-                "by this transform's init?"
-            )
+        expect_state(self, state, self.State)
         keep = _keep_tree(self.mask, updates)
         extra = _hide_extra(extra, updates, keep, self.mask_compatible_extra_args)
         new, inner_state = self.inner.update(
@@ -251,6 +250,8 @@ class partition(GradientTransformation):
         >>> sorted(state.inner_states)
         ['decay', 'plain']
     """
+
+    State = PartitionState
 
     transforms: dict[Hashable, GradientTransformation]
     param_labels: Any = static()

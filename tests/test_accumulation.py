@@ -11,15 +11,21 @@ MultiSteps, apply_every, skip_not_finite and apply_if_finite:
 
 from __future__ import annotations
 
-import inspect
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from oracle import assert_rel_close, random_params, run, wavy_grads
+from oracle import random_params, wavy_grads
+from support import (
+    assert_bfloat16_run_stays_bfloat16,
+    assert_donated_train_step_matches_plain,
+    assert_matches_optax,
+    assert_signature_matches_optax,
+    assert_value_reaches_times_value,
+    times_value,
+)
 
 import funcopt
 
@@ -76,12 +82,7 @@ TABLE = [
 
 @pytest.mark.parametrize(("name", "ours", "theirs", "grads"), TABLE, ids=[r[0] for r in TABLE])
 def test_matches_optax_float32(name, ours, theirs, grads):
-    params = random_params(0, shapes=SHAPES)
-    got, _ = run(ours(), params, 1000, funcopt.apply_updates, grads)
-    want, _ = run(theirs(), params, 1000, optax.apply_updates, grads)
-    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in got)
-    assert_rel_close(got, want, 1e-5)
+    assert_matches_optax(ours(), theirs(), random_params(0, shapes=SHAPES), grads)
 
 
 # ---- accumulation ------------------------------------------------------------------------
@@ -264,15 +265,6 @@ def test_wrappers_are_values():
     assert funcopt.apply_if_finite(adam, 2) == funcopt.apply_if_finite(funcopt.adam(0.1), 2)
 
 
-def times_value():
-    """An optax transform that reads an extra argument of update (``value=``)."""
-
-    def update(updates, state, params=None, *, value, **extra):
-        return jax.tree.map(lambda g: g * value, updates), state
-
-    return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
-
-
 @pytest.mark.parametrize(
     "make",
     [
@@ -282,11 +274,7 @@ def times_value():
     ids=["MultiSteps", "apply_if_finite"],
 )
 def test_extra_args_reach_the_inner_transform(make, maybe_jit):
-    tx = make()
-    params = {"w": jnp.array([1.0, -2.0])}
-    update = maybe_jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
-    u, _ = update(params, tx.init(params), params, jnp.asarray(3.0))
-    chex.assert_trees_all_close(u, {"w": jnp.array([3.0, -6.0])})
+    assert_value_reaches_times_value(make(), maybe_jit)
 
 
 @pytest.mark.parametrize(
@@ -299,17 +287,7 @@ def test_extra_args_reach_the_inner_transform(make, maybe_jit):
     ids=["MultiSteps", "apply_if_finite", "apply_every"],
 )
 def test_donated_train_step(make):
-    tx = make()
-    params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
-    loss = lambda p, x: jnp.sum((p["w"] * x) ** 2) + jnp.sum((p["b"] - x[:2]) ** 2)
-    donated = funcopt.make_train_step(loss, tx)
-    plain = funcopt.make_train_step(loss, tx, donate=False)
-    p, s = params, tx.init(params)
-    q, r = jax.tree.map(jnp.copy, (params, tx.init(params)))
-    for _ in range(4):
-        p, s, _ = donated(p, s, jnp.ones(3))
-        q, r, _ = plain(q, r, jnp.ones(3))
-    chex.assert_trees_all_close((p, s), (q, r))
+    assert_donated_train_step_matches_plain(make())
 
 
 # ---- strict dtypes -------------------------------------------------------------------
@@ -324,10 +302,7 @@ def test_donated_train_step(make):
     ids=["MultiSteps", "apply_if_finite"],
 )
 def test_bfloat16_params_under_strict_promotion(make, strict_dtypes):
-    params = random_params(6, jnp.bfloat16, SHAPES)
-    got, _ = run(make(), params, 3, funcopt.apply_updates, wavy_grads)
-    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(got))
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(got))
+    assert_bfloat16_run_stays_bfloat16(make(), SHAPES)
 
 
 # ---- signatures ----------------------------------------------------------------------
@@ -337,8 +312,4 @@ def test_bfloat16_params_under_strict_promotion(make, strict_dtypes):
     "name", ["MultiSteps", "skip_not_finite", "apply_every", "apply_if_finite"]
 )
 def test_signature_matches_optax(name):
-    def params(f):
-        sig = inspect.signature(f)
-        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
-
-    assert params(getattr(funcopt, name)) == params(getattr(optax, name))
+    assert_signature_matches_optax(name)

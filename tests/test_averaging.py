@@ -11,14 +11,19 @@ lookahead (with LookaheadParams), incremental_update and periodic_update:
 
 from __future__ import annotations
 
-import inspect
-
 import chex
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
 from oracle import assert_rel_close, random_params, run, wavy_grads
+from support import (
+    assert_matches_optax,
+    assert_one_trace_for_any_values,
+    assert_signature_matches_optax,
+    assert_value_reaches_times_value,
+    times_value,
+)
 
 import funcopt
 
@@ -51,11 +56,7 @@ def test_matches_optax_float32(name, ours, theirs):
     params = random_params(0, shapes=SHAPES)
     ours_p = funcopt.LookaheadParams.init_synced(params)
     theirs_p = optax.LookaheadParams.init_synced(params)
-    got, _ = run(ours(), ours_p, 1000, funcopt.apply_updates, fast_grads)
-    want, _ = run(theirs(), theirs_p, 1000, optax.apply_updates, fast_grads)
-    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in got)
-    assert_rel_close(got, want, 1e-5)
+    assert_matches_optax(ours(), theirs(), ours_p, fast_grads, theirs_p)
 
 
 # ---- slow weights ------------------------------------------------------------------------
@@ -188,37 +189,15 @@ def test_wrappers_are_values():
 
 
 def test_numeric_hyperparameters_are_leaves_one_trace():
-    traces = []
-
-    @jax.jit
-    def step(tx, params):
-        traces.append(None)
-        g = getattr(params, "fast", params)
-        return tx.update(g, tx.init(params), params)[0]
-
-    params = {"w": jnp.ones(2)}
-    synced = funcopt.LookaheadParams.init_synced(params)
-    for x in (0.1, 0.2, 0.3):
-        step(funcopt.lookahead(funcopt.adam(x), 2, x), synced)
-    assert len(traces) == 1  # one trace, not one per value
-
-
-def times_value():
-    """An optax transform that reads an extra argument of update (``value=``)."""
-
-    def update(updates, state, params=None, *, value, **extra):
-        return jax.tree.map(lambda g: g * value, updates), state
-
-    return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+    synced = funcopt.LookaheadParams.init_synced({"w": jnp.ones(2)})
+    make = lambda x: funcopt.lookahead(funcopt.adam(x), 2, x)
+    assert_one_trace_for_any_values(make, synced, grads=synced.fast)
 
 
 def test_extra_args_reach_the_inner_transform(maybe_jit):
     tx = funcopt.lookahead(times_value(), 2, 0.5)
-    params = {"w": jnp.array([1.0, -2.0])}
-    p = funcopt.LookaheadParams.init_synced(params)
-    update = maybe_jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
-    u, _ = update(params, tx.init(p), p, jnp.asarray(3.0))
-    chex.assert_trees_all_close(u.fast, {"w": jnp.array([3.0, -6.0])})
+    wrap = funcopt.LookaheadParams.init_synced
+    assert_value_reaches_times_value(tx, maybe_jit, wrap=wrap, read=lambda u: u.fast)
 
 
 # ---- strict dtypes -------------------------------------------------------------------
@@ -238,8 +217,4 @@ def test_lookahead_bfloat16_under_strict_promotion(strict_dtypes):
 
 @pytest.mark.parametrize("name", ["lookahead", "incremental_update", "periodic_update"])
 def test_signature_matches_optax(name):
-    def params(f):
-        sig = inspect.signature(f)
-        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
-
-    assert params(getattr(funcopt, name)) == params(getattr(optax, name))
+    assert_signature_matches_optax(name)

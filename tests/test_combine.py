@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from oracle import assert_rel_close, random_params, run, wavy_grads
+from oracle import random_params
 from registry import ChapterAdam
+from support import assert_matches_optax, assert_value_reaches_times_value, times_value
 
 import funcopt
 
@@ -164,6 +167,18 @@ def test_adam_reads_like_the_chapter():
     )
 
 
+def test_adam_is_rmsprop_with_the_bias_corrected_momentum_on_top():
+    """The chapter: "Adam combines momentum with RMSProp". RMSProp's preconditioner with
+    m̂ as its numerator is Adam's direction, as values and in numbers."""
+    rmsprop = funcopt.scale_by_rms(0.999, 1e-8, eps_in_sqrt=False, bias_correction=True)
+    m_hat = funcopt.chain(funcopt.scale_by_momentum(0.9), funcopt.bias_correction(0.9))
+    adam = dataclasses.replace(rmsprop, numerator=m_hat)
+    assert adam == funcopt.scale_by_adam(0.9, 0.999, 1e-8)
+    outs, _ = _steps(adam, G)
+    want, _ = _steps(optax.scale_by_adam(0.9, 0.999, 1e-8), G)
+    np.testing.assert_allclose(outs, want, rtol=1e-6)
+
+
 # ---- rectify -------------------------------------------------------------------------------
 
 
@@ -239,12 +254,7 @@ SHAPES = {"dense": {"w": (4, 3), "b": (3,)}, "seq": [(), (2, 3)]}
 def test_named_chain_matches_optax_float32():
     ours = funcopt.named_chain(("adam", funcopt.scale_by_adam()), ("lr", funcopt.scale(-0.01)))
     theirs = optax.named_chain(("adam", optax.scale_by_adam()), ("lr", optax.scale(-0.01)))
-    params = random_params(0, shapes=SHAPES)
-    got, _ = run(ours, params, 1000, funcopt.apply_updates, wavy_grads)
-    want, _ = run(theirs, params, 1000, optax.apply_updates, wavy_grads)
-    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in got)
-    assert_rel_close(got, want, 1e-5)
+    assert_matches_optax(ours, theirs, random_params(0, shapes=SHAPES))
 
 
 def test_named_chain_state_by_name(maybe_jit):
@@ -261,15 +271,6 @@ def test_named_chain_state_by_name(maybe_jit):
         funcopt.named_chain(("a", funcopt.scale(1.0)), ("a", funcopt.scale(2.0)))
 
 
-def times_value():
-    """An optax transform that reads an extra argument of update (``value=``)."""
-
-    def update(updates, state, params=None, *, value, **extra):
-        return jax.tree.map(lambda g: g * value, updates), state
-
-    return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
-
-
 @pytest.mark.parametrize(
     "make",
     [
@@ -279,8 +280,4 @@ def times_value():
     ids=["chain", "named_chain"],
 )
 def test_extra_args_reach_the_inner_transform(make, maybe_jit):
-    tx = make()
-    params = {"w": jnp.array([1.0, -2.0])}
-    update = maybe_jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
-    u, _ = update(params, tx.init(params), params, jnp.asarray(3.0))
-    chex.assert_trees_all_close(u, {"w": jnp.array([3.0, -6.0])})
+    assert_value_reaches_times_value(make(), maybe_jit)

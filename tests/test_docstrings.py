@@ -20,7 +20,7 @@ import funcopt
 MODULES = sorted(
     m.name
     for m in pkgutil.iter_modules(funcopt.__path__)
-    if not m.name.startswith("_") and m.name not in {"viz", "bench"}
+    if not m.name.startswith("_") and m.name not in {"viz", "viz_studies", "bench"}
 )
 GLOSSARY = set(
     re.findall(

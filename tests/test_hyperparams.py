@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -19,6 +17,14 @@ import numpy as np
 import optax
 import pytest
 from oracle import assert_rel_close, random_params, run, wavy_grads
+from support import (
+    assert_donated_train_step_matches_plain,
+    assert_matches_optax,
+    assert_one_trace_for_any_values,
+    assert_signature_matches_optax,
+    assert_value_reaches_times_value,
+    times_value,
+)
 
 import funcopt
 
@@ -47,12 +53,7 @@ TABLE = [
 
 @pytest.mark.parametrize(("name", "ours", "theirs"), TABLE, ids=[r[0] for r in TABLE])
 def test_matches_optax_float32(name, ours, theirs):
-    params = random_params(0, shapes=SHAPES)
-    got, _ = run(ours(), params, 1000, funcopt.apply_updates, wavy_grads)
-    want, _ = run(theirs(), params, 1000, optax.apply_updates, wavy_grads)
-    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in got)
-    assert_rel_close(got, want, 1e-5)
+    assert_matches_optax(ours(), theirs(), random_params(0, shapes=SHAPES))
 
 
 # ---- hyper-parameters as state -----------------------------------------------------------
@@ -206,55 +207,21 @@ def test_inject_hyperparams_is_a_value():
 
 
 def test_numeric_hyperparameters_are_leaves_one_trace():
-    traces = []
-
-    @jax.jit
-    def step(tx, params):
-        traces.append(None)
-        return tx.update(params, tx.init(params), params)[0]
-
-    params = {"w": jnp.ones(2)}
-    for x in (0.1, 0.2, 0.3):
-        step(funcopt.inject_hyperparams(funcopt.adam)(x), params)
-    assert len(traces) == 1  # one trace, not one per value
-
-
-def times_value():
-    """An optax transform that reads an extra argument of update (``value=``)."""
-
-    def update(updates, state, params=None, *, value, **extra):
-        return jax.tree.map(lambda g: g * value, updates), state
-
-    return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+    make = lambda x: funcopt.inject_hyperparams(funcopt.adam)(x)
+    assert_one_trace_for_any_values(make, {"w": jnp.ones(2)})
 
 
 def test_extra_args_reach_the_inner_transform(maybe_jit):
     tx = funcopt.inject_hyperparams(
         lambda step_size=1.0: funcopt.chain(funcopt.scale(step_size), times_value())
     )(step_size=1.0)
-    params = {"w": jnp.array([1.0, -2.0])}
-    update = maybe_jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
-    u, _ = update(params, tx.init(params), params, jnp.asarray(3.0))
-    chex.assert_trees_all_close(u, {"w": jnp.array([3.0, -6.0])})
+    assert_value_reaches_times_value(tx, maybe_jit)
 
 
 def test_donated_train_step():
     tx = funcopt.inject_hyperparams(funcopt.adam)(learning_rate=jnp.float32(0.1))
-    params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
-    loss = lambda p, x: jnp.sum((p["w"] * x) ** 2) + jnp.sum((p["b"] - x[:2]) ** 2)
-    donated = funcopt.make_train_step(loss, tx)
-    plain = funcopt.make_train_step(loss, tx, donate=False)
-    p, s = params, tx.init(params)
-    q, r = jax.tree.map(jnp.copy, (params, tx.init(params)))
-    for _ in range(4):
-        p, s, _ = donated(p, s, jnp.ones(3))
-        q, r, _ = plain(q, r, jnp.ones(3))
-    chex.assert_trees_all_close((p, s), (q, r))
+    assert_donated_train_step_matches_plain(tx)
 
 
 def test_signature_matches_optax():
-    def params(f):
-        sig = inspect.signature(f)
-        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
-
-    assert params(funcopt.inject_hyperparams) == params(optax.inject_hyperparams)
+    assert_signature_matches_optax("inject_hyperparams")

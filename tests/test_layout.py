@@ -12,8 +12,13 @@ import funcopt
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = sorted(m.name for m in pkgutil.iter_modules(funcopt.__path__) if m.name != "__init__")
-# A module's second half, tested with the first: the bench's workloads, viz's studies.
-TESTED_WITH = {"bench_workloads": "bench", "viz_studies": "viz", "__main__": "main"}
+# A module's second half, tested with the first (the bench's workloads, viz's parts).
+TESTED_WITH = {
+    "bench_workloads": "bench",
+    "surfaces": "viz",
+    "viz_studies": "viz",
+    "__main__": "main",
+}
 
 
 @pytest.mark.parametrize("name", MODULES)

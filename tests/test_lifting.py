@@ -17,9 +17,9 @@ import pytest
 from oracle import assert_rel_close
 
 import funcopt
-from funcopt.base import hyper
 from funcopt.lifting import Leafwise, abs2, compute_dtype, moment_like, second_moment_like
 from funcopt.validation import DECAY
+from funcopt.values import hyper
 
 
 def test_compute_dtype_is_at_least_float32():
@@ -92,7 +92,7 @@ def test_structure_errors_name_the_field_and_path(maybe_jit):
 
 def test_state_of_another_type_is_refused():
     tx = funcopt.second_moment()
-    with pytest.raises(funcopt.StructureError, match="state has MomentumState where"):
+    with pytest.raises(funcopt.StructureError, match=r"state has MomentumState .* where"):
         tx.update(jnp.ones(2), funcopt.MomentumState(jnp.ones(2)))
     with pytest.raises(funcopt.StructureError, match="keeps a SecondMomentState"):  # nested
         tx.apply(jnp.ones(2), funcopt.MomentumState(jnp.ones(2)), None, None)

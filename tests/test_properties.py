@@ -25,8 +25,7 @@ import registry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle import quadratic_grads, random_params
-
-import funcopt
+from support import assert_state_buffers_donatable
 
 ENTRIES = registry.available()
 SHAPES = [(), (0,), (3,), (2, 3), (1, 4, 2), (2, 0)]
@@ -181,21 +180,6 @@ def test_init_allocates_a_buffer_per_state_leaf(entry):
     """No state leaf shares a buffer with another or with the params (schedule-free's z is
     a copy), so the state, and the params beside it, can be donated."""
     raw = random_params(0)
-    params = entry.params(raw)
-    tx = entry.build(registry.LR)
-    state = tx.init(params)
-    leaves = jax.tree.leaves(state)
-    pointers = {x.unsafe_buffer_pointer() for x in leaves}
-    assert len(pointers) == len(leaves)
-    assert not pointers & {x.unsafe_buffer_pointer() for x in jax.tree.leaves(params)}
     grads = quadratic_grads(raw, jnp.asarray(0))  # shaped as the updates (not donated)
-
-    def step(p, s, g):
-        u, s = tx.update(g, s, p)
-        return funcopt.apply_updates(p, u), s
-
-    step = jax.jit(step, donate_argnums=(0, 1))
-    params = jax.tree.map(jnp.copy, params)
-    for _ in range(2):
-        params, state = step(params, state, grads)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
+    tx = entry.build(registry.LR)
+    assert_state_buffers_donatable(tx, entry.params(raw), grads_of=lambda p: grads)

@@ -7,14 +7,11 @@ state), the wrapper's argument checks, and donation with an optax base optimizer
 
 from __future__ import annotations
 
-import functools
-
-import jax
-import jax.numpy as jnp
 import optax
 import pytest
 from optax import contrib
 from oracle import assert_rel_close, quadratic_grads, random_params, run
+from support import assert_state_buffers_donatable
 
 import funcopt
 
@@ -59,20 +56,4 @@ DONATED = [
 def test_init_allocates_a_buffer_per_state_leaf(make):
     """No state leaf shares a buffer with another or with the params (schedule-free's z is
     a copy), so the state, and the params beside it, can be donated."""
-    params = random_params(0)
-    tx = make()
-    state = tx.init(params)
-    leaves = jax.tree.leaves(state)
-    pointers = {x.unsafe_buffer_pointer() for x in leaves}
-    assert len(pointers) == len(leaves)
-    assert not pointers & {x.unsafe_buffer_pointer() for x in jax.tree.leaves(params)}
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def step(p, s):
-        u, s = tx.update(quadratic_grads(p, jnp.asarray(0)), s, p)
-        return funcopt.apply_updates(p, u), s
-
-    params = jax.tree.map(jnp.copy, params)
-    for _ in range(2):
-        params, state = step(params, state)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
+    assert_state_buffers_donatable(make(), random_params(0))

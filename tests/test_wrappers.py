@@ -12,15 +12,22 @@ masked, freeze, set_to_zero and partition (multi_transform):
 
 from __future__ import annotations
 
-import inspect
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from oracle import assert_rel_close, random_params, run, wavy_grads
+from oracle import random_params
+from support import (
+    assert_bfloat16_run_stays_bfloat16,
+    assert_donated_train_step_matches_plain,
+    assert_matches_optax,
+    assert_one_trace_for_any_values,
+    assert_signature_matches_optax,
+    assert_value_reaches_times_value,
+    times_value,
+)
 
 import funcopt
 
@@ -74,12 +81,7 @@ TABLE = [
 
 @pytest.mark.parametrize(("name", "ours", "theirs"), TABLE, ids=[r[0] for r in TABLE])
 def test_matches_optax_float32(name, ours, theirs):
-    params = random_params(0, shapes=SHAPES)
-    got, _ = run(ours(), params, 1000, funcopt.apply_updates, wavy_grads)
-    want, _ = run(theirs(), params, 1000, optax.apply_updates, wavy_grads)
-    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in got)
-    assert_rel_close(got, want, 1e-5)
+    assert_matches_optax(ours(), theirs(), random_params(0, shapes=SHAPES))
 
 
 # ---- masked, partition, freeze -------------------------------------------------------
@@ -246,15 +248,6 @@ def test_equinox_module_mask():
 # ---- extra arguments of update -------------------------------------------------------
 
 
-def times_value():
-    """An optax transform that reads an extra argument of update (``value=``)."""
-
-    def update(updates, state, params=None, *, value, **extra):
-        return jax.tree.map(lambda g: g * value, updates), state
-
-    return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
-
-
 @pytest.mark.parametrize(
     "make",
     [
@@ -264,11 +257,7 @@ def times_value():
     ids=["masked", "partition"],
 )
 def test_extra_args_reach_the_inner_transform(make, maybe_jit):
-    tx = make()
-    params = {"w": jnp.array([1.0, -2.0])}
-    update = maybe_jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
-    u, _ = update(params, tx.init(params), params, jnp.asarray(3.0))
-    chex.assert_trees_all_close(u, {"w": jnp.array([3.0, -6.0])})
+    assert_value_reaches_times_value(make(), maybe_jit)
 
 
 def test_mask_compatible_extra_args_match_optax():
@@ -325,17 +314,8 @@ def test_wrappers_are_values():
 
 
 def test_numeric_hyperparameters_are_leaves_one_trace():
-    traces = []
-
-    @jax.jit
-    def step(tx, params):
-        traces.append(None)
-        return tx.update(params, tx.init(params), params)[0]
-
-    params = {"w": jnp.ones(2)}
-    for x in (0.1, 0.2, 0.3):
-        step(funcopt.masked(funcopt.adam(x), {"w": True}), params)
-    assert len(traces) == 1  # one trace, not one per value
+    make = lambda x: funcopt.masked(funcopt.adam(x), {"w": True})
+    assert_one_trace_for_any_values(make, {"w": jnp.ones(2)})
 
 
 @pytest.mark.parametrize(
@@ -349,17 +329,7 @@ def test_numeric_hyperparameters_are_leaves_one_trace():
     ids=["masked", "partition"],
 )
 def test_donated_train_step(make):
-    tx = make()
-    params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
-    loss = lambda p, x: jnp.sum((p["w"] * x) ** 2) + jnp.sum((p["b"] - x[:2]) ** 2)
-    donated = funcopt.make_train_step(loss, tx)
-    plain = funcopt.make_train_step(loss, tx, donate=False)
-    p, s = params, tx.init(params)
-    q, r = jax.tree.map(jnp.copy, (params, tx.init(params)))
-    for _ in range(4):
-        p, s, _ = donated(p, s, jnp.ones(3))
-        q, r, _ = plain(q, r, jnp.ones(3))
-    chex.assert_trees_all_close((p, s), (q, r))
+    assert_donated_train_step_matches_plain(make())
 
 
 # ---- strict dtypes -------------------------------------------------------------------
@@ -376,10 +346,7 @@ def test_donated_train_step(make):
     ids=["masked-apply_every", "partition"],
 )
 def test_bfloat16_params_under_strict_promotion(make, strict_dtypes):
-    params = random_params(6, jnp.bfloat16, SHAPES)
-    got, _ = run(make(), params, 3, funcopt.apply_updates, wavy_grads)
-    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(got))
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(got))
+    assert_bfloat16_run_stays_bfloat16(make(), SHAPES)
 
 
 # ---- signatures --------------------------------------------------------------------------
@@ -393,10 +360,4 @@ NOT_TAKEN: set[str] = set()
     "name", ["masked", "freeze", "set_to_zero", "partition", "multi_transform"]
 )
 def test_signature_matches_optax(name):
-    def params(f):
-        sig = inspect.signature(f)
-        return [
-            (p.name, p.kind, p.default) for p in sig.parameters.values() if p.name not in NOT_TAKEN
-        ]
-
-    assert params(getattr(funcopt, name)) == params(getattr(optax, name))
+    assert_signature_matches_optax(name, skip=NOT_TAKEN)
