@@ -24,9 +24,8 @@ from funcopt.preconditioners import (
     scale_by_yogi,
 )
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
-from funcopt.trees import Mask
+from funcopt.trees import MASK, Mask
 from funcopt.validation import (
-    ANY,
     BOOL,
     DECAY,
     DTYPE,
@@ -52,7 +51,7 @@ __all__ = [
 _ADAM = dict(
     learning_rate=RATE, b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE, mu_dtype=DTYPE
 )
-_DECAY = dict(weight_decay=RATE, mask=ANY)
+_DECAY = dict(weight_decay=RATE, mask=MASK)
 
 
 def _descend(direction: Any, learning_rate: Any, weight_decay: Any = None, mask: Any = None) -> Any:
@@ -247,7 +246,7 @@ def adagrad(
 
 @hyperparameters(
     learning_rate=interval(0.0, optional=True, schedule=True), rho=DECAY, eps=NONNEGATIVE,
-    weight_decay=RATE, weight_decay_mask=ANY,
+    weight_decay=RATE, weight_decay_mask=MASK,
 )  # fmt: skip
 def adadelta(
     learning_rate: ScalarOrSchedule | None = None,

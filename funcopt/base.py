@@ -134,12 +134,15 @@ class GradientTransformation(Value):
         [0.9]
 
     Attributes:
+        made_by: the public name that builds this class, where it is not the class's own
+            (states are reported as made by it in errors).
         reads_count: whether ``apply`` needs the step number.
         elementwise: whether every output coordinate depends only on the same coordinate
             of the updates, state and params and on scalars, so that the transform may
             run on flat buffers (:mod:`funcopt.packing`).
     """
 
+    made_by: ClassVar[str]
     reads_count: ClassVar[bool] = False
     elementwise: ClassVar[bool] = False
 
@@ -152,7 +155,7 @@ class GradientTransformation(Value):
         super().__init_subclass__(**kwargs)
         state = cls.__dict__.get("State")
         if isinstance(state, type) and state is not EmptyState:
-            STATE_OWNERS.setdefault(state, []).append(cls.__name__)
+            STATE_OWNERS.setdefault(state, []).append(cls.__dict__.get("made_by", cls.__name__))
 
     # ---- what subclasses implement -----------------------------------------------------
 
@@ -186,6 +189,7 @@ class GradientTransformation(Value):
         """
         from funcopt.trees import check_against_init  # trees builds on this module
 
+        updates = jax.tree.map(as_array, updates)
         check_against_init(self, state, updates, params)
         if not self.reads_count:
             out, state = self.apply(updates, state, params, None, **extra_args)
@@ -212,6 +216,11 @@ class GradientTransformation(Value):
 
     def __iter__(self) -> Any:
         return iter((self.init, self.update))
+
+
+def as_array(x: Any) -> Any:
+    """A Python number as a 0-d array (as ``jnp.asarray``); anything else as it is."""
+    return jnp.asarray(x) if isinstance(x, int | float | complex) else x
 
 
 def store(x: Any, dtype: Any) -> jax.Array:

@@ -431,7 +431,7 @@ class add_noise(GradientTransformation):
             warnings.warn(
                 'add_noise: "seed" is deprecated, use "key"', DeprecationWarning, stacklevel=2
             )
-            key = seed
+            key = _KEY("seed", seed)
         object.__setattr__(self, "eta", eta)
         object.__setattr__(self, "gamma", gamma)
         object.__setattr__(self, "key", key)
@@ -446,6 +446,7 @@ class add_noise(GradientTransformation):
     ) -> tuple[Updates, OptState]:
         del params, count, extra
         expect_state(self, state, self.State)
+        check_float_leaves(updates, "updates")  # no Gaussian noise of an integer dtype
         t = safe_increment(state.count)
         sigmas: dict[Any, jax.Array] = {}  # σ_t once per precision
 

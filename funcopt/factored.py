@@ -28,9 +28,8 @@ from funcopt.scaling import (
     scale_by_learning_rate,
     scale_by_param_block_rms,
 )
-from funcopt.trees import Mask
+from funcopt.trees import MASK, Mask
 from funcopt.validation import (
-    ANY,
     BOOL,
     DTYPE,
     NONNEGATIVE,
@@ -194,7 +193,7 @@ OPTIONAL_RATE = interval(0.0, schedule=True, optional=True)
     decay_offset=integer(0), multiply_by_parameter_scale=BOOL,
     clipping_threshold=interval(0.0, low_inclusive=False, optional=True),
     momentum=interval(0.0, 1.0, optional=True), dtype_momentum=DTYPE,
-    weight_decay_rate=OPTIONAL_RATE, eps=NONNEGATIVE, factored=BOOL, weight_decay_mask=ANY,
+    weight_decay_rate=OPTIONAL_RATE, eps=NONNEGATIVE, factored=BOOL, weight_decay_mask=MASK,
 )  # fmt: skip
 def adafactor(
     learning_rate: ScalarOrSchedule | None = None,

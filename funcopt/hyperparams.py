@@ -108,6 +108,7 @@ class InjectedHyperparams(GradientTransformation):
     """
 
     State = InjectHyperparamsState
+    made_by = "inject_hyperparams"
 
     inner_factory: Callable[..., Any] = static()
     numeric: dict[str, Any]

@@ -20,8 +20,8 @@ from funcopt.lifting import Leafwise, abs2, real_dtype
 from funcopt.moments import trace
 from funcopt.preconditioners import scale_by_adam
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate, scale_by_trust_ratio
-from funcopt.trees import Mask
-from funcopt.validation import ANY, BOOL, DECAY, DTYPE, NONNEGATIVE, RATE, hyperparameters
+from funcopt.trees import MASK, Mask
+from funcopt.validation import BOOL, DECAY, DTYPE, NONNEGATIVE, RATE, hyperparameters
 from funcopt.values import hyper
 
 __all__ = ["LayerwiseRmsState", "lamb", "lars", "novograd", "scale_by_layerwise_rms"]
@@ -29,7 +29,7 @@ __all__ = ["LayerwiseRmsState", "lamb", "lars", "novograd", "scale_by_layerwise_
 
 @hyperparameters(
     learning_rate=RATE, b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE,
-    weight_decay=RATE, mask=ANY, mu_dtype=DTYPE,
+    weight_decay=RATE, mask=MASK, mu_dtype=DTYPE,
 )  # fmt: skip
 def lamb(
     learning_rate: ScalarOrSchedule,
@@ -65,8 +65,8 @@ def lamb(
 
 
 @hyperparameters(
-    learning_rate=RATE, weight_decay=RATE, weight_decay_mask=ANY, trust_coefficient=NONNEGATIVE,
-    eps=NONNEGATIVE, trust_ratio_mask=ANY, momentum=DECAY, nesterov=BOOL, mu_dtype=DTYPE,
+    learning_rate=RATE, weight_decay=RATE, weight_decay_mask=MASK, trust_coefficient=NONNEGATIVE,
+    eps=NONNEGATIVE, trust_ratio_mask=MASK, momentum=DECAY, nesterov=BOOL, mu_dtype=DTYPE,
 )  # fmt: skip
 def lars(
     learning_rate: ScalarOrSchedule,

@@ -18,9 +18,8 @@ from funcopt.combine import chain, identity
 from funcopt.moments import lion_momentum, scale_by_momentum, trace
 from funcopt.preconditioners import scale_by_adam, scale_by_rms, scale_by_stddev
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate, scale_by_sign
-from funcopt.trees import Mask
+from funcopt.trees import MASK, Mask
 from funcopt.validation import (
-    ANY,
     BOOL,
     DECAY,
     DTYPE,
@@ -215,7 +214,7 @@ def adam(
     )
 
 
-@hyperparameters(**_ADAM, weight_decay=RATE, mask=ANY)
+@hyperparameters(**_ADAM, weight_decay=RATE, mask=MASK)
 def adamw(
     learning_rate: ScalarOrSchedule = 1e-3,
     b1: float = 0.9,
@@ -303,7 +302,7 @@ def signum(
 
 
 @hyperparameters(
-    learning_rate=RATE, b1=DECAY, b2=DECAY, mu_dtype=DTYPE, weight_decay=RATE, mask=ANY
+    learning_rate=RATE, b1=DECAY, b2=DECAY, mu_dtype=DTYPE, weight_decay=RATE, mask=MASK
 )
 def lion(
     learning_rate: ScalarOrSchedule,

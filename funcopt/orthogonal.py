@@ -22,9 +22,8 @@ from funcopt.lifting import Leafwise
 from funcopt.optimizers import adamw
 from funcopt.preconditioners import debiased_momentum
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
-from funcopt.trees import Mask
+from funcopt.trees import MASK, Mask
 from funcopt.validation import (
-    ANY,
     BOOL,
     DECAY,
     DTYPE,
@@ -332,7 +331,7 @@ OPTIONAL_RATE = interval(0.0, schedule=True, optional=True)
 
 
 @hyperparameters(
-    learning_rate=RATE, **_MUON_ARGS, weight_decay=RATE, weight_decay_mask=ANY,
+    learning_rate=RATE, **_MUON_ARGS, weight_decay=RATE, weight_decay_mask=MASK,
     adam_b1=DECAY, adam_b2=DECAY, adam_eps_root=NONNEGATIVE, adam_weight_decay=RATE,
     adam_learning_rate=OPTIONAL_RATE, consistent_rms=interval(0.0, optional=True),
 )  # fmt: skip

@@ -50,6 +50,7 @@ from funcopt.base import (
     as_transform,
     expect_state,
 )
+from funcopt.trees import check_shapes, flatten_like
 from funcopt.values import static
 
 __all__ = [
@@ -180,8 +181,14 @@ def pack(tree: Any, layout: Layout | None = None, *, solo_size: int | None = SOL
         >>> len(funcopt.pack(params, solo_size=None).buffers)
         1
     """
-    layout = layout_of(tree, solo_size=solo_size) if layout is None else layout
-    leaves = layout.treedef.flatten_up_to(tree)
+    if layout is None:
+        layout = layout_of(tree, solo_size=solo_size)
+        leaves = jax.tree.leaves(tree)
+    else:  # the tree must have the layout's structure and, leaf by leaf, its shapes
+        expected = [jax.ShapeDtypeStruct(s.shape, layout.dtypes[s.buffer]) for s in layout.slots]
+        names = ("the layout", "the tree")
+        leaves = flatten_like(layout.treedef, tree, layout.treedef.unflatten(expected), names)
+        check_shapes(expected, layout.treedef, [leaves], names)
     groups: list[list[jax.Array]] = [[] for _ in layout.dtypes]
     for leaf, slot in zip(leaves, layout.slots, strict=True):
         groups[slot.buffer].append(jnp.ravel(jnp.asarray(leaf, layout.dtypes[slot.buffer])))

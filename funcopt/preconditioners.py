@@ -72,6 +72,7 @@ __all__ = [
 _ADAM = dict(b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE, mu_dtype=DTYPE)
 
 
+@hyperparameters(b1=DECAY, mu_dtype=DTYPE, nesterov=BOOL)
 def debiased_momentum(b1: float, mu_dtype: Any = None, nesterov: bool = False) -> Any:
     r"""Adam's numerator ``m̂ = m / (1 − β₁ᵗ)``, or with ``nesterov`` NAdam's look-ahead.
 

@@ -126,11 +126,11 @@ class piecewise_interpolate_schedule(Schedule):
 def _check_schedules(name: str, value: Any) -> tuple[Any, ...]:
     """A tuple of schedules; plain functions (no pytree leaves) are wrapped as static."""
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise HyperParameterError(f"{name} must be a sequence of schedules, got {value!r}")
+        raise HyperParameterError(f"{name} must be a sequence of schedules, got {name}={value!r}")
     out = []
     for i, fn in enumerate(value):
         if not callable(fn):
-            raise HyperParameterError(f"{name}[{i}] must be a schedule, got {fn!r}")
+            raise HyperParameterError(f"{name}[{i}] must be a schedule, got {name}[{i}]={fn!r}")
         opaque = jax.tree_util.treedef_is_leaf(jax.tree.structure(fn))
         out.append(FunctionSchedule(fn) if opaque and not isinstance(fn, Schedule) else fn)
     return tuple(out)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt.base import STATE_OWNERS, OptState, Params, StructureError, Updates
+from funcopt.validation import HyperParameterError, Kind
 
 __all__ = ["Mask", "MaskedNode", "apply_updates", "check_float_leaves", "check_state"]
 
@@ -125,10 +126,17 @@ def _shape(x: Any) -> tuple[int, ...] | None:
 def check_shapes(
     leaves: list[Any], treedef: Any, others: list[list[Any]], labels: tuple[str, ...]
 ) -> None:
-    """Each leaf of every ``others[i]`` must have the shape of the matching leaf."""
+    """Each leaf of every ``others[i]`` must have the shape of the matching leaf (and be
+    there: ``None``, an empty subtree, is flattened as a leaf by ``flatten_up_to``)."""
     for k, xs in enumerate(zip(leaves, *others, strict=True)):
         shape = _shape(xs[0])
         for i, x in enumerate(xs[1:]):
+            if x is None and xs[0] is not None:
+                path = treedef_paths(treedef)[k]
+                raise StructureError(
+                    f"missing leaf at {keystr(path)}: {labels[0]} has a leaf of shape "
+                    f"{shape}, {labels[i + 1]} has None"
+                )
             other = _shape(x)
             if shape is not None and other is not None and other != shape:
                 path = treedef_paths(treedef)[k]
@@ -231,7 +239,10 @@ def check_state(tx: Any, state: OptState, params: Params, *, dtypes: bool = True
     Args:
         tx: the transform the state is meant for.
         state: the state to check (e.g. restored from a checkpoint).
-        params: the parameters ``tx.init`` would be given (only shapes and dtypes count).
+        params: the parameters ``tx.init`` would be given (only shapes and dtypes count),
+            or the :class:`~funcopt.Packed` parameters of
+            :func:`~funcopt.make_packed_train_step` (whose state :func:`~funcopt.packed_init`
+            makes).
         dtypes: also compare each leaf's dtype.
 
     Example:
@@ -243,9 +254,13 @@ def check_state(tx: Any, state: OptState, params: Params, *, dtypes: bool = True
         ...
         funcopt.base.StructureError: the optimizer state does not match this transform ...
     """
-    expected = jax.eval_shape(tx.init, params)
-    compare_state(state, expected, "tx.init(params)", dtypes=dtypes)
-    from funcopt.packing import LayoutStamp, layout_of  # packing builds on this module
+    from funcopt.packing import LayoutStamp, Packed, layout_of, packed_init  # builds on this
+
+    if isinstance(params, Packed):  # the state of make_packed_train_step
+        expected = jax.eval_shape(lambda p: packed_init(tx, p), params)
+        compare_state(state, expected, "packed_init(tx, params)", dtypes=dtypes)
+    else:
+        compare_state(state, jax.eval_shape(tx.init, params), "tx.init(params)", dtypes=dtypes)
 
     stamps = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, LayoutStamp))
     for stamp in stamps:  # a packed state: the layout it was saved for
@@ -299,6 +314,27 @@ def is_mask_function(mask: Any) -> bool:
         return False
     kinds = (bool, np.bool_, np.ndarray, jax.Array)
     return not any(isinstance(x, kinds) for x in jax.tree.leaves(mask))
+
+
+def _check_mask(name: str, value: Any) -> Any:
+    if value is None or is_mask_function(value):
+        return value
+    for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
+        ok = isinstance(leaf, bool | np.bool_ | jax.core.Tracer) or (
+            isinstance(leaf, np.ndarray | jax.Array) and leaf.shape == () and leaf.dtype == bool
+        )
+        if not ok:
+            shape = getattr(leaf, "shape", ())
+            shown = f"an array of shape {tuple(shape)}" if shape else repr(leaf)
+            raise HyperParameterError(
+                f"{name} must be {MASK.description}, got {name}{keystr(path) if path else ''}"
+                f"={shown}"
+            )
+    return value
+
+
+MASK = Kind(_check_mask, "a pytree of bools, a function of the params returning one, or None")
+"""A mask (:data:`Mask`): each leaf a bool; or a function of the params; or ``None``."""
 
 
 def resolve_mask(mask: Mask, params: Params) -> Any:

@@ -215,13 +215,18 @@ def _check_dtype(name: str, value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, np.ndarray | jax.Array | jax.core.Tracer):
-        raise HyperParameterError(f"{name} must be a dtype or None, got {name}={_describe(value)}")
-    try:
-        return jnp.dtype(value)
-    except TypeError:
         raise HyperParameterError(
-            f"{name} must be a dtype or None, got {name}={_describe(value)}"
-        ) from None
+            f"{name} must be a float dtype or None, got {name}={_describe(value)}"
+        )
+    try:
+        dtype = jnp.dtype(value)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):  # moments are never integers
+        raise HyperParameterError(
+            f"{name} must be a float dtype or None, got {name}={_describe(value)}"
+        )
+    return dtype
 
 
 def _check_any(name: str, value: Any) -> Any:
@@ -243,8 +248,8 @@ REAL = interval()
 """Any finite real number."""
 BOOL = Kind(_check_bool, "True or False")
 """A flag."""
-DTYPE = Kind(_check_dtype, "a dtype or None")
-"""A dtype (normalised with ``jnp.dtype``) or ``None``."""
+DTYPE = Kind(_check_dtype, "a float dtype or None")
+"""A float (or complex) dtype (normalised with ``jnp.dtype``) or ``None``."""
 ANY = Kind(_check_any, "anything")
 """No check (structure such as masks and callables)."""
 

@@ -32,7 +32,7 @@ from funcopt.base import (
     as_transform,
     expect_state,
 )
-from funcopt.trees import Mask, MaskedNode, resolve_mask, tree_map
+from funcopt.trees import MASK, Mask, MaskedNode, resolve_mask, tree_map
 from funcopt.validation import BOOL
 from funcopt.values import static
 
@@ -116,7 +116,7 @@ class masked(GradientTransformation):
         mask_compatible_extra_args: bool = False,
     ) -> None:
         object.__setattr__(self, "inner", as_transform(inner, "masked: inner"))
-        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "mask", MASK("mask", mask))
         object.__setattr__(self, "mask_compatible_extra_args", mask_compatible_extra_args)
         self.__post_init__()
 

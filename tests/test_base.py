@@ -165,3 +165,23 @@ def test_safe_increment_saturates():
     top = jnp.array(np.iinfo(np.int32).max, jnp.int32)
     assert int(funcopt.safe_increment(top)) == np.iinfo(np.int32).max
     assert int(funcopt.safe_increment(jnp.array(3, jnp.int32))) == 4
+
+
+def test_low_precision_state_saturates_instead_of_overflowing():
+    """float16 SGD momentum with |g| = 6·10⁴: the trace g + 0.9·trace passes float16's
+    largest value 65504 at the second step. It is stored saturated at ±65504 (as the
+    update computed from it), not as ±inf, which would poison every later step."""
+    lr, beta, g = 0.1, 0.9, 6e4
+    tx = funcopt.sgd(lr, momentum=beta)
+    params = {"w": jnp.ones(2, jnp.float16)}
+    state = tx.init(params)
+    grads = {"w": jnp.array([g, -g], jnp.float16)}
+    top = float(jnp.finfo(jnp.float16).max)
+    trace = 0.0
+    for _ in range(5):
+        u, state = tx.update(grads, state, params)
+        trace = min(float(np.float16(g)) + beta * trace, top)  # by hand, saturated
+        np.testing.assert_array_equal(np.asarray(state[0].trace["w"], np.float64), [trace, -trace])
+        assert u["w"].dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(u["w"])))
+    assert trace == top
+    np.testing.assert_array_equal(u["w"], np.array([-lr * top, lr * top], np.float16))

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import chex
 import flax.serialization as ser
 import jax
 import jax.numpy as jnp
@@ -109,13 +110,20 @@ def _restore(data: bytes, params: Any, state: Any) -> tuple[Any, Any]:
     return restored["params"], _data_to_keys(restored["state"], state)
 
 
+def _check_restored(tx: Any, params: Any, state: Any, template: Any) -> None:
+    """The documented check after a restore: against the *template*, not the restored
+    params (msgpack restores whatever shapes were saved, params and state alike)."""
+    chex.assert_trees_all_equal_shapes_and_dtypes(params, template)
+    funcopt.check_state(tx, state, template)
+
+
 def resume(directory: str) -> None:
     """Run in the fresh process: restore each checkpoint, train on, save the result."""
     d = Path(directory)
     for entry in registry.available():
         tx, params0, state0 = _start(entry)
         params, state = _restore((d / f"{entry.name}.ckpt").read_bytes(), params0, state0)
-        funcopt.check_state(tx, state, params)
+        _check_restored(tx, params, state, params0)
         (d / f"{entry.name}.out").write_bytes(_save(*_train(entry, tx, params, state, STEPS)))
     for name in PACKED:
         tx, packed0, state0 = _packed_start(name)
@@ -176,3 +184,20 @@ def test_restore_into_other_configuration_fails_clearly():
     path = r"state\[0\]\.inner_state\.numerator\[0\]\.mu\['w'\]"
     with pytest.raises(funcopt.StructureError, match=path + r" has shape \(2, 2\)"):
         funcopt.check_state(funcopt.adam(0.1), state, other)
+
+
+@pytest.mark.parametrize("make", [lambda: funcopt.adam(0.1), lambda: funcopt.sgd(0.1)])
+def test_a_checkpoint_for_other_shapes_fails_the_documented_check(make):
+    """A (3, 2) checkpoint restored for a (4, 2) model: params and state come back (3, 2),
+    consistent with each other, so only the template can tell (sgd keeps no state)."""
+    tx = make()
+    saved = {"w": jnp.ones((3, 2))}
+    template = {"w": jnp.zeros((4, 2))}
+    params, state = _restore(_save(saved, tx.init(saved)), template, tx.init(template))
+    assert params["w"].shape == (3, 2)
+    funcopt.check_state(tx, state, params)  # what the restored params cannot catch
+    with pytest.raises(AssertionError, match=r"shape"):
+        _check_restored(tx, params, state, template)
+    if jax.tree.leaves(state):
+        with pytest.raises(funcopt.StructureError, match=r"\['w'\] has shape \(3, 2\)"):
+            funcopt.check_state(tx, state, template)

@@ -1,17 +1,31 @@
-"""Bad input across the registry gives a clear error; step counters saturate, not wrap.
+"""Bad input across the whole public API gives a clear error or the correct result.
 
-Hyper-parameters out of range are refused naming the optimizer's own argument (eagerly:
-under ``jit``/``vmap`` traced hyper-parameters must be accepted); integer and boolean
-parameter leaves are refused by every optimizer; every step counter saturates at
-2³¹ − 1; a non-finite gradient poisons Adam unless apply_if_finite skips it; values that
-would give NaN on the first steps are refused up front. Tree structure errors (updates,
-params and states that do not match) are tested in ``test_trees.py``.
+The families of bad input (issue 14), each over every factory or every registry row:
+
+- hyper-parameters: every argument of every public factory that declares a kind is probed
+  with NaN, ±inf (as Python, numpy 0-d and jax values), bools, ``None``, strings, complex
+  numbers, arrays of the wrong shape and foreign objects; each must raise
+  :class:`HyperParameterError` naming the argument the user typed. Out-of-range values
+  name the optimizer's own argument; traced values pass unchecked (``jit``/``vmap``);
+- structure: integer and boolean leaves, gradients that would broadcast against their
+  parameter (``()`` or ``(1, …)``), ``None`` gradient leaves, states cast to another
+  dtype are refused; Python-float gradient leaves act as 0-d arrays;
+- step counters saturate at 2³¹ − 1; non-finite gradients poison Adam unless
+  apply_if_finite skips them; values that would give NaN on the first steps are refused.
+
+States of another optimizer, wrapper or parameter tree are in ``test_trees.py``; packed
+states of another layout in ``test_packing.py``; checkpoints restored for another
+template in ``test_checkpoint.py``; donation in ``test_properties.py`` (a buffer per
+state leaf) and ``test_train.py`` (arrays of the transform are never donated).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +35,8 @@ import registry
 from oracle import assert_rel_close
 
 import funcopt
-from funcopt import HyperParameterError
+from funcopt import HyperParameterError, StructureError
+from funcopt.values import Value
 
 PARAMS = {"w": jnp.ones((3, 2)), "b": [jnp.zeros(2), jnp.ones(())]}
 
@@ -38,6 +53,19 @@ BAD_HYPERPARAMETERS = [
     (lambda: funcopt.adam(0.1, eps=-1e-8), "eps", "-1e-08"),
     (lambda: funcopt.sgd(0.1, momentum=1.5), None, "1.5"),
     (lambda: funcopt.adam(0.1, b2=jnp.asarray(1.0)), None, "1.0"),
+    # issue 14: the argument the user typed, not the primitive's
+    (lambda: funcopt.adagrad(0.1, eps=-1), "eps", "-1.0"),
+    (lambda: funcopt.adafactor(eps=-1), "eps", "-1.0"),
+    (lambda: funcopt.muon(0.1, adam_b1=2), "adam_b1", "2.0"),
+    (lambda: funcopt.sgd(np.array(-1.0)), "learning_rate", "-1.0"),
+    (lambda: funcopt.adam(b1=np.array(1.5)), "b1", "1.5"),
+    # issue 14: never validated before
+    (lambda: funcopt.rmsprop(0.1, initial_scale=-1), "initial_scale", "-1.0"),
+    (lambda: funcopt.scale(float("nan")), "step_size", "nan"),
+    (lambda: funcopt.adafactor(decay_offset=-5), "decay_offset", "-5"),
+    (lambda: funcopt.MultiSteps(funcopt.sgd(0.1), every_k_schedule=2.5), "every_k_schedule", "2.5"),
+    (lambda: funcopt.apply_every(k=2.5), "k", "2.5"),
+    (lambda: funcopt.muon(0.1, ns_steps=2.5), "ns_steps", "2.5"),
 ]
 
 
@@ -77,6 +105,97 @@ def test_optimizer_errors_use_the_optimizers_names(make, arg):
     """The message names the optimizer's own argument, not the primitive's ``decay``."""
     with pytest.raises(HyperParameterError, match=rf"\b{arg}=1.5\b"):
         make(0.1, **{arg: 1.5})
+
+
+# Every factory with declared kinds, probed argument by argument. ``REQUIRED`` gives the
+# arguments that have no default (valid values, so that only the probed one is bad).
+SGD = funcopt.sgd(0.1)
+REQUIRED = {
+    "learning_rate": 0.1, "b1": 0.9, "decay": 0.9, "opt": SGD, "inner": SGD, "tx": SGD,
+    "fast_optimizer": SGD, "base_optimizer": SGD, "adaptive": funcopt.scale_by_adam(),
+    "numerator": funcopt.scale_by_momentum(), "denominator": funcopt.second_moment(),
+    "every_k_schedule": 2, "max_consecutive_errors": 3, "clipping": 0.1, "eta": 0.01,
+    "gamma": 0.55, "max_delta": 1.0, "threshold": 1.0, "max_norm": 1.0, "value": 1.0,
+    "init_value": 1.0, "end_value": 0.1, "peak_value": 2.0, "decay_steps": 10,
+    "transition_steps": 10, "warmup_steps": 2, "decay_rate": 0.5, "power": 1.0,
+    "interpolate_type": "linear", "step_size": 0.5, "sync_period": 2, "slow_step_size": 0.5,
+    "transforms": {"a": SGD}, "param_labels": "a", "schedules": [funcopt.constant_schedule(1.0)],
+    "boundaries": [], "new_tensors": jnp.ones(2), "old_tensors": jnp.zeros(2), "steps": 1,
+    "update_period": 2, "mask": True,
+}  # fmt: skip
+
+
+def _declared_kinds(obj):
+    """The factory's arguments that declare a kind (a Value's fields, or ``@hyperparameters``)."""
+    if isinstance(obj, type) and issubclass(obj, Value) and dataclasses.is_dataclass(obj):
+        kinds = {f.name: f.metadata.get("kind") for f in dataclasses.fields(obj)}
+    elif hasattr(obj, "__hyperparameters__"):
+        kinds = obj.__hyperparameters__
+    else:
+        return {}
+    arguments = inspect.signature(obj).parameters
+    return {arg: kind for arg, kind in kinds.items() if kind is not None and arg in arguments}
+
+
+FACTORIES = [name for name in funcopt.__all__ if _declared_kinds(getattr(funcopt, name))]
+
+
+def _bad_values(kind):
+    """Values no kind accepts, and those its description rules out."""
+    values = ["1e-3", jnp.ones(2), np.ones(2), object()]
+    if kind.description.startswith(("a number", "an integer")):
+        inf = float("inf")
+        values += [float("nan"), inf, -inf, np.array(inf), np.float32(-inf), jnp.asarray(np.nan)]
+        values += [True, np.bool_(False), 1 + 2j]
+        if "None" not in kind.description:
+            values.append(None)
+    elif kind.description.startswith("True or False"):
+        values += [None, 1, 0.5]
+    return values
+
+
+def test_every_factory_is_probed():
+    assert len(FACTORIES) >= 90
+    assert {"adam", "muon", "adafactor", "schedule_free_adamw", "lamb", "MultiSteps"} <= set(
+        FACTORIES
+    )
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_every_bad_value_of_every_argument_is_refused(name):
+    make = getattr(funcopt, name)
+    signature = inspect.signature(make)
+    required = {
+        arg: REQUIRED[arg]
+        for arg, p in signature.parameters.items()
+        if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    make(**required)  # the valid base case builds
+    for arg, kind in _declared_kinds(make).items():
+        for bad in _bad_values(kind):
+            with pytest.raises(HyperParameterError, match=rf"\b{arg}(\[[^]]*\])*=") as err:
+                make(**{**required, arg: bad})
+            assert isinstance(err.value, ValueError)
+
+
+def test_masks_are_checked_where_they_are_given():
+    """A mask is a pytree of bools, a function of the params, or None."""
+    for bad, shown in [("1e-3", r"mask='1e-3'"), ({"w": 1.0}, r"mask\['w'\]=1.0")]:
+        with pytest.raises(HyperParameterError, match=shown):
+            funcopt.masked(SGD, bad)
+        with pytest.raises(HyperParameterError, match=shown):
+            funcopt.adamw(0.1, mask=bad)
+    with pytest.raises(HyperParameterError, match=r"weight_decay_mask=an array of shape \(2,\)"):
+        funcopt.lars(0.1, weight_decay_mask=jnp.ones(2))
+    for good in (None, True, {"w": np.bool_(True)}, {"w": jnp.asarray(False)}, lambda p: p):
+        funcopt.adamw(0.1, mask=good)
+
+
+def test_dtype_arguments_must_be_float_dtypes():
+    for bad in ("1e-3", jnp.int32, "int8", 1.5):
+        with pytest.raises(HyperParameterError, match=r"mu_dtype must be a float dtype"):
+            funcopt.adam(0.1, mu_dtype=bad)
+    assert funcopt.adam(0.1, mu_dtype="bfloat16") == funcopt.adam(0.1, mu_dtype=jnp.bfloat16)
 
 
 def test_traced_hyperparameters_under_jit_and_vmap():
@@ -119,6 +238,62 @@ def test_integer_and_boolean_leaves_rejected(entry):
         return
     with pytest.raises(TypeError, match=r"\['flag'\] has dtype bool"):
         tx.init(entry.params(BOOL_PARAMS))
+
+
+# ---- gradients that do not fit their parameters ----------------------------------------
+
+
+def _grads(entry, **change):
+    """The registry's gradients (as the row expects them), with ``change``'s leaves."""
+    b = [jnp.full(2, 0.5), jnp.asarray(1.5)]
+    g = {"w": jnp.full((3, 2), 0.5), "b": b}
+    for key, value in change.items():
+        if key == "w":
+            g["w"] = value
+        else:
+            g["b"] = [b[0], value]
+    return g
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=registry.ids(ENTRIES))
+def test_gradients_must_fit_the_parameters(entry, maybe_jit):
+    """No broadcasting, no silent truncation, no missing leaf, in every optimizer."""
+    tx = entry.build(registry.LR)
+    params = entry.params(PARAMS)
+    state = tx.init(params)
+    update = maybe_jit(tx.update)
+    with pytest.raises(TypeError, match=r"\['w'\] has dtype int32"):
+        update(_grads(entry, w=jnp.ones((3, 2), jnp.int32)), state, params)
+    for shape in [(1, 2), (3, 1)]:  # each would broadcast against (3, 2)
+        with pytest.raises(StructureError, match=r"\['w'\].* shape \(3, 2\)"):
+            update(_grads(entry, w=jnp.ones(shape)), state, params)
+    # (a mask function of the updates, as in optax, sees a scalar: the state then differs)
+    with pytest.raises(StructureError, match=r"\['w'\]"):
+        update(_grads(entry, w=jnp.ones(())), state, params)
+    with pytest.raises(StructureError, match=r"\['b'\]\[1\]"):  # by update or apply_updates
+        updates, _ = update(_grads(entry, b1=None), state, params)
+        funcopt.apply_updates(params, updates)
+    # a Python float is a 0-d array
+    as_float, _ = tx.update(_grads(entry, b1=1.5), state, params)
+    as_array, _ = tx.update(_grads(entry), state, params)
+    chex.assert_trees_all_equal(as_float, as_array)
+
+
+STATEFUL = [e for e in ENTRIES if e.name not in {"gd", "sgd", "sign_sgd", "noisy_sgd"}]
+
+
+@pytest.mark.parametrize("entry", STATEFUL, ids=registry.ids(STATEFUL))
+def test_a_state_cast_to_another_dtype_is_refused(entry):
+    """A state whose float leaves were cast (to bf16, say) would run on in the wrong dtype."""
+    tx = entry.build(registry.LR)
+    params = entry.params(PARAMS)
+    state = tx.init(params)
+    assert any(jnp.issubdtype(x.dtype, jnp.floating) for x in jax.tree.leaves(state))
+    cast = jax.tree.map(
+        lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, state
+    )
+    with pytest.raises(StructureError, match=r"dtype bfloat16.*dtype float32"):
+        tx.update(_grads(entry), cast, params)
 
 
 # ---- the step counter saturates -----------------------------------------------------------

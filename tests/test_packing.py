@@ -11,7 +11,7 @@ import pytest
 from oracle import assert_rel_close, quadratic_grads, random_params, run
 
 import funcopt
-from funcopt.packing import Packed
+from funcopt.packing import Packed, layout_of
 
 MIXED = {"f32": random_params(0), "bf16": random_params(1, dtype=jnp.bfloat16)}
 
@@ -286,3 +286,58 @@ def test_grads_of_quadratic_helper_still_work_with_packed_views():
     packed = funcopt.pack(random_params(4))
     grads = quadratic_grads(funcopt.unpack(packed), jnp.asarray(0))
     assert jax.tree.structure(grads) == packed.layout.treedef
+
+
+# ---- the layout a packed state belongs to ---------------------------------------------
+
+# Two trees of the same dtype and total size: their packed buffers have the same shapes.
+THREE_TWO = {"a": jnp.ones(3), "b": jnp.zeros(2)}
+TWO_THREE = {"a": jnp.ones(2), "b": jnp.zeros(3)}
+
+
+def _restored_into(template, saved):
+    """What a checkpointer does: the saved leaves poured into the template's structure."""
+    assert [x.shape for x in jax.tree.leaves(template)] == [x.shape for x in jax.tree.leaves(saved)]
+    return jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(saved))
+
+
+@pytest.mark.parametrize("name", ["adam", "lamb"])  # flat buffers, packed tree
+def test_packed_state_refuses_gradients_of_other_shapes(name):
+    """Swapped leaf shapes of the same total size would move b's gradients onto a."""
+    tx = funcopt.packed_state({**ELEMENTWISE, **PER_LEAF}[name]())
+    state = tx.init(THREE_TWO)
+    swapped = {"a": jnp.ones(2), "b": jnp.ones(3)}
+    with pytest.raises(funcopt.StructureError, match=r"shape mismatch at \['a'\]"):
+        tx.update(swapped, state, THREE_TWO)
+    # without params the updates' layout must be the state's (a packed tree state holds
+    # its layout as metadata, which the structure check compares first)
+    with pytest.raises(funcopt.StructureError, match=r"another layout|different metadata"):
+        tx.update(swapped, state)
+    with pytest.raises(funcopt.StructureError, match=r"shape mismatch at \['a'\]"):
+        funcopt.pack(swapped, layout_of(THREE_TWO))
+
+
+def test_a_packed_step_state_restored_for_another_layout_is_refused():
+    tx = funcopt.adam(1e-2)
+    saved = funcopt.packed_init(tx, funcopt.pack(THREE_TWO))
+    target = funcopt.pack(TWO_THREE)
+    restored = _restored_into(funcopt.packed_init(tx, target), saved)
+    funcopt.check_state(tx, saved, funcopt.pack(THREE_TWO))  # its own layout: fine
+    with pytest.raises(funcopt.StructureError, match="another layout"):
+        funcopt.check_state(tx, restored, target)
+    step = funcopt.make_packed_train_step(loss_fn, tx, donate=False)
+    with pytest.raises(funcopt.StructureError, match="another layout"):
+        step(target, restored, 0.5)
+    step(target, funcopt.packed_init(tx, target), 0.5)  # a state it made is not re-checked
+
+
+@pytest.mark.parametrize("name", ["adam", "lamb"])
+def test_a_packed_state_restored_for_another_layout_is_refused(name):
+    tx = funcopt.packed_state({**ELEMENTWISE, **PER_LEAF}[name]())
+    restored = _restored_into(tx.init(TWO_THREE), tx.init(THREE_TWO))
+    for check in (
+        lambda: funcopt.check_state(tx, restored, TWO_THREE),
+        lambda: tx.update(TWO_THREE, restored, TWO_THREE),
+    ):
+        with pytest.raises(funcopt.StructureError, match="another layout"):
+            check()

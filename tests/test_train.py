@@ -103,6 +103,39 @@ def test_params_and_state_are_donated():
     assert new_p["dense"]["w"].unsafe_buffer_pointer() == w_pointer  # written in place
 
 
+# (the user's array, the transform built from it)
+ARRAY_HYPERPARAMETERS = {
+    "inject_hyperparams": lambda a: funcopt.inject_hyperparams(funcopt.adam)(learning_rate=a),
+    "schedule_free_adamw": lambda a: funcopt.schedule_free_adamw(1e-3, b1=a),
+    "adam": lambda a: funcopt.adam(a, b1=0.9),
+    "noisy_sgd": lambda key: funcopt.noisy_sgd(1e-3, key=key),
+}
+USER_ARRAYS = {
+    "inject_hyperparams": lambda: jnp.asarray(1e-3),
+    "schedule_free_adamw": lambda: jnp.asarray(0.9),
+    "adam": lambda: jnp.asarray(1e-3),
+    "noisy_sgd": lambda: jax.random.key(3),
+    "noisy_sgd-raw-key": lambda: jax.random.PRNGKey(3),
+}
+
+
+@pytest.mark.parametrize("name", USER_ARRAYS)
+def test_arrays_of_the_transform_are_never_donated(name):
+    """Hyper-parameters given as arrays (and PRNG keys) belong to the transform, not to the
+    state: a donated step leaves the user's array alive, and the transform can make
+    another state (in issue 14 ``tx.init`` then failed with "Array has been deleted")."""
+    mine = USER_ARRAYS[name]()
+    tx = ARRAY_HYPERPARAMETERS[name.removesuffix("-raw-key")](mine)
+    p = random_params()
+    s = tx.init(p)
+    step = funcopt.make_train_step(loss_fn, tx)
+    for i in range(2):
+        p, s, _ = step(p, s, *batch(i))
+    assert not mine.is_deleted()
+    s = tx.init(random_params())
+    step(random_params(), s, *batch(0))
+
+
 def test_donate_false_keeps_the_inputs():
     tx = funcopt.adam(1e-3)
     p = random_params()

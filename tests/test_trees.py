@@ -113,6 +113,26 @@ def test_state_from_other_configuration(case, maybe_jit):
         maybe_jit(make_new().update)(PARAMS, state, PARAMS)
 
 
+WRAPPERS = {
+    "masked": lambda: funcopt.masked(funcopt.adam(0.1), {"w": True, "b": True}),
+    "partition": lambda: funcopt.partition({"x": funcopt.adam(0.1)}, "x"),
+    "MultiSteps": lambda: funcopt.MultiSteps(funcopt.adam(0.1), 2),
+    "apply_if_finite": lambda: funcopt.apply_if_finite(funcopt.adam(0.1), 2),
+    "inject_hyperparams": lambda: funcopt.inject_hyperparams(funcopt.adam)(0.1),
+}
+
+
+@pytest.mark.parametrize("made_by", WRAPPERS)
+def test_a_wrapper_given_another_wrappers_state_names_the_wrapper(made_by, maybe_jit):
+    """Before 0.2 this was ``AttributeError: 'tuple' object has no attribute ...``."""
+    state = WRAPPERS[made_by]().init(PARAMS)
+    for given_to, make in WRAPPERS.items():
+        if given_to == made_by:
+            continue
+        with pytest.raises(StructureError, match=rf"state has \w+ \({made_by}'s\)"):
+            maybe_jit(make().update)(PARAMS, state, PARAMS)
+
+
 def test_state_for_other_params(maybe_jit):
     tx = funcopt.adam(0.1)
     state = tx.init(WRONG_SHAPE)
