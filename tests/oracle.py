@@ -106,11 +106,15 @@ def run(
     return go(params)
 
 
+def _wide(x: Any) -> np.ndarray:
+    """``x`` in float64, or complex128 for complex leaves (their imaginary parts count)."""
+    return np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64)
+
+
 def rel_err(a: Any, b: Any) -> float:
     """Largest over leaves of ‖a − b‖ / max(‖b‖, tiny)."""
     errs = [
-        float(np.linalg.norm(np.asarray(x, np.float64) - np.asarray(y, np.float64)))
-        / max(float(np.linalg.norm(np.asarray(y, np.float64))), 1e-30)
+        float(np.linalg.norm(_wide(x) - _wide(y))) / max(float(np.linalg.norm(_wide(y))), 1e-30)
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
     ]
     if any(e != e for e in errs):  # NaN anywhere is a failure, not something max() skips

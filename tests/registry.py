@@ -151,11 +151,11 @@ class ZeilerAdadelta:
         self.rho, self.eps, self.eg, self.ex = rho, eps, None, None
 
     def step(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
-        self.eg = np.zeros_like(p) if self.eg is None else self.eg
-        self.ex = np.zeros_like(p) if self.ex is None else self.ex
-        self.eg = self.rho * self.eg + (1 - self.rho) * g * g
+        self.eg = np.zeros(p.shape) if self.eg is None else self.eg
+        self.ex = np.zeros(p.shape) if self.ex is None else self.ex
+        self.eg = self.rho * self.eg + (1 - self.rho) * np.abs(g) ** 2  # |g|²: complex too
         dx = -np.sqrt(self.ex + self.eps) / np.sqrt(self.eg + self.eps) * g
-        self.ex = self.rho * self.ex + (1 - self.rho) * dx * dx
+        self.ex = self.rho * self.ex + (1 - self.rho) * np.abs(dx) ** 2
         return p + dx
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 import registry
-from oracle import assert_rel_close, quadratic_grads, random_params, run
+from oracle import assert_rel_close, quadratic_grads, random_params, rel_err, run
 
 import funcopt
 
@@ -111,3 +111,100 @@ def test_matches_the_papers_equations(entry, x64):
 def test_every_oracle_column_is_used():
     """The table keeps each kind of oracle busy (a refactor that empties one fails)."""
     assert len(OPTAX32) >= 40 and len(OPTAX64) >= 12 and len(TORCH) >= 10 and len(PAPER) >= 6
+
+
+# ---- complex parameters -----------------------------------------------------------------
+
+_RNG = np.random.default_rng(7)
+_TARGET = {
+    "w": jnp.asarray(_RNG.normal(size=(4, 3)) + 1j * _RNG.normal(size=(4, 3)), jnp.complex64),
+    "b": jnp.asarray(_RNG.normal(size=3) + 1j * _RNG.normal(size=3), jnp.complex64),
+}
+
+
+def _complex_grads(z):
+    """The descent direction of Σ|z − c|² (the conjugate of JAX's gradient)."""
+    loss = lambda z: sum(jnp.sum(jnp.abs(z[k] - _TARGET[k]) ** 2) for k in z)
+    return jax.tree.map(jnp.conj, jax.grad(loss)(z))
+
+
+def _complex_run(tx, params, apply_updates, steps=300):
+    @jax.jit
+    def step(p, s):
+        u, s = tx.update(_complex_grads(p.fast if hasattr(p, "fast") else p), s, p)
+        return apply_updates(p, u), s
+
+    state = tx.init(params)
+    for _ in range(steps):
+        params, state = step(params, state)
+    return params.fast if hasattr(params, "fast") else params
+
+
+# optax's twins that are wrong on complex numbers, each checked against another oracle below
+COMPLEX_ELSEWHERE = {
+    "adadelta": "optax accumulates g² and Δ², complex numbers, instead of |g|² and |Δ|²",
+    "MultiSteps": "optax's float32 accumulator drops the imaginary part of the gradients",
+    "clip": "clipping a complex number is undefined: both refuse (jnp.clip)",
+}
+COMPLEX = [
+    e for e in registry.available() if e.optax is not None and e.name not in COMPLEX_ELSEWHERE
+]
+
+
+@pytest.mark.parametrize("entry", COMPLEX, ids=registry.ids(COMPLEX))
+def test_complex_parameters_match_optax(entry):
+    """300 steps on min Σ|z − c|² over complex64 z: second moments use |g|², Muon the
+    conjugate transpose, so every optimizer steps as optax's does."""
+    zeros = jax.tree.map(jnp.zeros_like, _TARGET)
+    got = _complex_run(entry.build(1e-2), entry.params(zeros), funcopt.apply_updates)
+    want = _complex_run(entry.optax(1e-2), entry.optax_params(zeros), optax.apply_updates)
+    chex.assert_trees_all_equal_dtypes(got, zeros)
+    err = rel_err(got, want)
+    if err > 1e-5:  # normalised steps (NovoGrad) orbit the optimum: compare with the chaos
+        nudged = jax.tree.map(lambda x: x + 1e-6, zeros)  # optax against itself, nudged
+        spread = rel_err(
+            _complex_run(entry.optax(1e-2), entry.optax_params(nudged), optax.apply_updates),
+            want,
+        )
+        assert err <= 10 * spread, f"relative error {err:.3g}, optax's own spread {spread:.3g}"
+
+
+def test_complex_adadelta_follows_zeilers_algorithm_with_moduli(x64):
+    """Zeiler's Algorithm 1 with |g|² and |Δ|² (for reals, g² and Δ²), in NumPy."""
+    z = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.complex128), _TARGET)
+    tx = funcopt.adadelta(rho=0.95, eps=1e-6)
+    state = tx.init(z)
+    refs = {k: registry.ZeilerAdadelta(1.0, 0.95, 1e-6) for k in z}
+    want = {k: np.zeros(x.shape, np.complex128) for k, x in z.items()}
+    for _ in range(50):
+        g = _complex_grads(z)
+        u, state = tx.update(g, state, z)
+        z = funcopt.apply_updates(z, u)
+        want = {k: refs[k].step(want[k], np.asarray(g[k])) for k in want}
+    assert_rel_close(z, want, 1e-10)
+
+
+def test_complex_multisteps_is_the_inner_step_on_the_mean_gradient():
+    """MultiSteps(adam, 2) on complex gradients: every second step, optax's Adam on the
+    mean of the two gradients (with the imaginary parts)."""
+    z = jax.tree.map(jnp.zeros_like, _TARGET)
+    tx = funcopt.MultiSteps(funcopt.adam(1e-2), 2)
+    adam = optax.adam(1e-2)
+    state, inner = tx.init(z), adam.init(z)
+    want = z
+    for t in range(40):
+        g = _complex_grads(z)
+        u, state = tx.update(g, state, z)
+        z = funcopt.apply_updates(z, u)
+        if t % 2 == 0:
+            first = g
+        else:
+            mean = jax.tree.map(lambda a, b: (a + b) / 2, first, g)
+            step, inner = adam.update(mean, inner, want)
+            want = optax.apply_updates(want, step)
+        assert_rel_close(z, want, 1e-5)
+
+
+def test_complex_clip_is_refused():
+    with pytest.raises(ValueError, match="complex"):
+        funcopt.clip(1.0).update(_TARGET, funcopt.clip(1.0).init(_TARGET))
