@@ -316,6 +316,22 @@ def is_mask_function(mask: Any) -> bool:
     return not any(isinstance(x, kinds) for x in jax.tree.leaves(mask))
 
 
+def is_stand_in(params: Any) -> bool:
+    """Whether ``params`` is one opaque object standing for a whole parameter tree.
+
+    ``optax.tree.map_params`` calls ``init`` on such a placeholder to find where the state
+    holds parameter-shaped trees; ``masked`` and ``partition`` then initialise their inner
+    transforms with it as it is, since no mask or label can be resolved against it (as
+    optax's do).
+    """
+    return (
+        jax.tree_util.treedef_is_leaf(jax.tree.structure(params))
+        and params is not None
+        and not isinstance(params, jax.Array | np.ndarray | np.generic | int | float | complex)
+        and not hasattr(params, "shape")
+    )
+
+
 def _check_mask(name: str, value: Any) -> Any:
     if value is None or is_mask_function(value):
         return value

@@ -32,7 +32,7 @@ from funcopt.base import (
     as_transform,
     expect_state,
 )
-from funcopt.trees import MASK, Mask, MaskedNode, resolve_mask, tree_map
+from funcopt.trees import MASK, Mask, MaskedNode, is_stand_in, resolve_mask, tree_map
 from funcopt.validation import BOOL
 from funcopt.values import static
 
@@ -121,6 +121,8 @@ class masked(GradientTransformation):
         self.__post_init__()
 
     def init_state(self, params: Params) -> OptState:
+        if is_stand_in(params):  # optax.tree.map_params' placeholder for the whole tree
+            return MaskedState(inner_state=self.inner.init(params))
         return MaskedState(
             inner_state=self.inner.init(_hide(params, _keep_tree(self.mask, params)))
         )
@@ -306,6 +308,10 @@ class partition(GradientTransformation):
         }
 
     def init_state(self, params: Params) -> OptState:
+        if is_stand_in(params):  # optax.tree.map_params' placeholder: no labels to resolve
+            return PartitionState(
+                {g: masked(tx, True).init(params) for g, tx in self.transforms.items()}
+            )
         return PartitionState({g: tx.init(params) for g, tx in self.groups(params).items()})
 
     def apply(

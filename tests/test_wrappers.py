@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import registry
 from oracle import random_params
 from support import (
     assert_bfloat16_run_stays_bfloat16,
@@ -361,3 +362,28 @@ NOT_TAKEN: set[str] = set()
 )
 def test_signature_matches_optax(name):
     assert_signature_matches_optax(name, skip=NOT_TAKEN)
+
+
+# ---- optax.tree.map_params on every state ----------------------------------------------
+
+ROWS = [e for e in registry.available() if e.optax is not None]
+
+
+@pytest.mark.parametrize("entry", ROWS, ids=registry.ids(ROWS))
+def test_optax_map_params_finds_the_same_parameter_trees(entry):
+    """``optax.tree.map_params`` (sharding specs, dtype casts of the moments) calls ``init``
+    on a placeholder for the whole tree; masks and labels must not be resolved against it.
+    It finds as many parameter-shaped leaves in funcopt's state as in optax's."""
+    params = random_params(0)
+
+    def cast(tx, p):
+        state = tx.init(p)
+        out = optax.tree.map_params(tx.init, lambda v: v.astype(jnp.bfloat16), state)
+        assert jax.tree.structure(out) == jax.tree.structure(state)
+        return sum(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(out))
+
+    ours = cast(entry.build(registry.LR), entry.params(params))
+    theirs = cast(entry.optax(registry.LR), entry.optax_params(params))
+    # AdaBelief keeps a third parameter-shaped tree (belief_moment's own prediction of m)
+    extra = len(jax.tree.leaves(params)) if entry.name == "adabelief" else 0
+    assert ours == theirs + extra
