@@ -201,7 +201,8 @@ def check_float_leaves(tree: Any, name: str = "params") -> None:
             raise TypeError(
                 f"{name}{keystr(path) if path else ''} has dtype {dtype}: funcopt optimizers "
                 "only update floating-point leaves. Route it to set_to_zero (multi_transform) "
-                "or mask it out (masked), or remove it from the tree given to the optimizer."
+                "or mask it out (masked) around every transform that would see it (an outer "
+                "chain member sees it too), or remove it from the tree given to the optimizer."
             )
 
 

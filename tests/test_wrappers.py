@@ -387,3 +387,32 @@ def test_optax_map_params_finds_the_same_parameter_trees(entry):
     # AdaBelief keeps a third parameter-shaped tree (belief_moment's own prediction of m)
     extra = len(jax.tree.leaves(params)) if entry.name == "adabelief" else 0
     assert ours == theirs + extra
+
+
+def test_integer_leaves_pass_the_wrappers_optax_passes_them_through():
+    """An integer leaf routed to set_to_zero by multi_transform passes every wrapper around
+    it and an outer chain of wrappers, unchanged, as in optax; an outer primitive that
+    would see it refuses it (optax would scale the integer zeros into float32)."""
+    params = {"w": jnp.ones(3), "n": jnp.array([1, 2], jnp.int32)}
+    grads = {"w": jnp.full(3, 0.5), "n": jnp.zeros(2, jnp.int32)}
+    for lib in (funcopt, optax):
+        inner = lib.multi_transform(
+            {"opt": lib.adam(0.1), "none": lib.set_to_zero()}, {"w": "opt", "n": "none"}
+        )
+        for tx in (
+            inner,
+            lib.MultiSteps(inner, 1),
+            lib.apply_if_finite(inner, 3),
+            lib.chain(lib.apply_if_finite(inner, 3)),
+            lib.masked(inner, {"w": True, "n": True}),
+        ):
+            u, _ = tx.update(grads, tx.init(params), params)
+            new = lib.apply_updates(params, u)
+            assert new["n"].dtype == jnp.int32
+            np.testing.assert_array_equal(new["n"], [1, 2])
+            np.testing.assert_allclose(new["w"], 0.9, rtol=1e-6)  # Adam's first step
+    inner = funcopt.multi_transform(
+        {"opt": funcopt.adam(0.1), "none": funcopt.set_to_zero()}, {"w": "opt", "n": "none"}
+    )
+    with pytest.raises(TypeError, match=r"params\['n'\] has dtype int32.*outer chain"):
+        funcopt.chain(inner, funcopt.scale(0.5)).init(params)
