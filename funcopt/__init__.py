@@ -20,7 +20,8 @@ composition. The modules, by concept:
   :mod:`~funcopt.factored`;
 - optimizers: :mod:`~funcopt.optimizers` (the chapter's), :mod:`~funcopt.adaptive`,
   :mod:`~funcopt.layerwise`, :mod:`~funcopt.orthogonal` (Muon),
-  :mod:`~funcopt.schedulefree`;
+  :mod:`~funcopt.schedulefree`, :mod:`~funcopt.optimistic` (min-max games),
+  :mod:`~funcopt.parameter_free` (step sizes estimated from the run);
 - around them: :mod:`~funcopt.schedules`, :mod:`~funcopt.schedules_composite`,
   :mod:`~funcopt.wrappers`, :mod:`~funcopt.hyperparams`, :mod:`~funcopt.accumulation`,
   :mod:`~funcopt.averaging`, :mod:`~funcopt.checkpoints`;
@@ -44,9 +45,11 @@ from funcopt.hyperparams import *  # noqa: F403
 from funcopt.layerwise import *  # noqa: F403
 from funcopt.lifting import *  # noqa: F403
 from funcopt.moments import *  # noqa: F403
+from funcopt.optimistic import *  # noqa: F403
 from funcopt.optimizers import *  # noqa: F403
 from funcopt.orthogonal import *  # noqa: F403
 from funcopt.packing import *  # noqa: F403
+from funcopt.parameter_free import *  # noqa: F403
 from funcopt.preconditioners import *  # noqa: F403
 from funcopt.scaling import *  # noqa: F403
 from funcopt.schedulefree import *  # noqa: F403

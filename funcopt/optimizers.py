@@ -17,7 +17,7 @@ from funcopt.clipping import add_noise
 from funcopt.combine import chain, identity
 from funcopt.moments import lion_momentum, scale_by_momentum, trace
 from funcopt.preconditioners import scale_by_adam, scale_by_rms, scale_by_stddev
-from funcopt.scaling import add_decayed_weights, scale_by_learning_rate, scale_by_sign
+from funcopt.scaling import add_decayed_weights, scale_by_learning_rate, scale_by_sign, squash
 from funcopt.trees import MASK, Mask
 from funcopt.validation import (
     BOOL,
@@ -30,7 +30,8 @@ from funcopt.validation import (
 )
 
 __all__ = [
-    "adam", "adamw", "gd", "gdm", "lion", "noisy_sgd", "rmsprop", "sgd", "sign_sgd", "signum",
+    "adam", "adamw", "gd", "gdm", "lion", "noisy_sgd", "rmsprop", "scale_by_lion", "sgd",
+    "sign_sgd", "signum",
 ]  # fmt: skip
 
 OPTIONAL_DECAY = interval(0.0, 1.0, optional=True)
@@ -301,6 +302,34 @@ def signum(
     )
 
 
+@hyperparameters(b1=DECAY, b2=DECAY, mu_dtype=DTYPE)
+def scale_by_lion(
+    b1: float = 0.9,
+    b2: float = 0.99,
+    mu_dtype: Any = None,
+    *,
+    mode: str = "hard",
+    smooth_beta: float = 1.0,
+) -> GradientTransformation:
+    r"""Lion's direction: the (hard, smooth or refined) sign of a two-rate momentum.
+
+    $$ u_t = S(\beta_1 m_{t-1} + (1-\beta_1) g_t), \qquad
+       m_t = \beta_2 m_{t-1} + (1-\beta_2) g_t $$
+
+    ``chain(lion_momentum(β₁, β₂), squash(mode, smooth_beta))``, with ``S`` the sign, or
+    ``tanh(β·)``, or a clip to ``[−1, 1]`` (see :class:`~funcopt.squash`). Equal to
+    ``optax.scale_by_lion``. Arguments: see the glossary and :class:`~funcopt.squash`.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.scale_by_lion(mode="smooth", smooth_beta=2.0)
+        >>> u, _ = tx.update(jnp.array([5.0]), tx.init(jnp.zeros(1)))
+        >>> round(u.item(), 4)  # tanh(2 · 0.1 · 5)
+        0.7616
+    """
+    return chain(lion_momentum(b1, b2, mu_dtype), squash(mode, smooth_beta))
+
+
 @hyperparameters(
     learning_rate=RATE, b1=DECAY, b2=DECAY, mu_dtype=DTYPE, weight_decay=RATE, mask=MASK
 )
@@ -335,7 +364,7 @@ def lion(
         [0.85, -1.8]
     """
     return chain(
-        lion_momentum(b1, b2, mu_dtype),
+        lion_momentum(b1, b2, mu_dtype),  # scale_by_lion's members, flat
         scale_by_sign(),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),

@@ -35,6 +35,7 @@ from funcopt.validation import (
     integer,
     interval,
     is_traced,
+    one_of,
 )
 from funcopt.values import hyper, static
 from funcopt.wrappers import partition
@@ -89,15 +90,7 @@ def _check_coeffs(name: str, value: Any) -> Any:
 NS_COEFFS = Kind(_check_coeffs, "a preset name, (a, b, c), or (n, 3) triples")
 
 
-def _check_preconditioning(name: str, value: Any) -> str:
-    if not isinstance(value, str) or value not in _PRECONDITIONINGS:
-        raise HyperParameterError(
-            f"{name} must be one of {', '.join(map(repr, _PRECONDITIONINGS))}, got {name}={value!r}"
-        )
-    return value
-
-
-PRECONDITIONING = Kind(_check_preconditioning, f"one of {_PRECONDITIONINGS}")
+PRECONDITIONING = one_of(*_PRECONDITIONINGS)
 
 
 def _gram(x: jax.Array) -> jax.Array:
@@ -156,7 +149,7 @@ def orthogonalize_via_newton_schulz(
         )
     ns_coeffs = _check_coeffs("ns_coeffs", ns_coeffs)
     ns_steps = integer(1)("ns_steps", ns_steps)
-    preconditioning = _check_preconditioning("preconditioning", preconditioning)
+    preconditioning = PRECONDITIONING("preconditioning", preconditioning)
     coeffs = jnp.asarray(ns_coeffs).astype(x.dtype)
     if coeffs.ndim == 1:
         coeffs = jnp.broadcast_to(coeffs, (ns_steps, 3))

@@ -12,21 +12,31 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcopt.base import OptState, Params, ScalarOrSchedule, Updates
-from funcopt.lifting import Leafwise, abs2, second_moment_like
+from funcopt.base import (
+    EmptyState,
+    GradientTransformation,
+    OptState,
+    Params,
+    ScalarOrSchedule,
+    Updates,
+)
+from funcopt.clipping import global_norm
+from funcopt.lifting import Leafwise, abs2, coef, second_moment_like, up
 from funcopt.trees import Mask, resolve_mask, tree_map
-from funcopt.validation import BOOL, DECAY, NONNEGATIVE, RATE, REAL
+from funcopt.validation import BOOL, DECAY, NONNEGATIVE, POSITIVE, RATE, REAL, one_of
 from funcopt.values import hyper, static
 
 __all__ = [
     "DeltaRmsState",
     "add_decayed_weights",
+    "normalize_by_update_norm",
     "scale",
     "scale_by_delta_rms",
     "scale_by_learning_rate",
     "scale_by_param_block_rms",
     "scale_by_sign",
     "scale_by_trust_ratio",
+    "squash",
 ]
 
 
@@ -162,6 +172,64 @@ class scale_by_sign(Leafwise):
 
     def leaf(self, g: jax.Array) -> jax.Array:
         return jnp.sign(g)
+
+
+class squash(Leafwise):
+    r"""Lion's output map: the sign, or a smooth or linear-near-zero version of it.
+
+    $$ u_t = \operatorname{sign}(g_t) \ (\text{hard}), \qquad
+       \tanh(\beta g_t) \ (\text{smooth}), \qquad
+       \operatorname{clip}(g_t, -1, 1) \ (\text{refined}) $$
+
+    Args:
+        mode: ``"hard"``, ``"smooth"`` or ``"refined"`` (linear below 1 in magnitude).
+        smooth_beta: β > 0 of the smooth mode.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> g = jnp.array([-3.0, 0.5])
+        >>> funcopt.squash("refined").update(g, funcopt.squash().init(g))[0]
+        Array([-1. ,  0.5], dtype=float32)
+    """
+
+    mode: str = static("hard", one_of("hard", "smooth", "refined"))
+    smooth_beta: float = hyper(POSITIVE, 1.0)
+
+    def leaf(self, g: jax.Array) -> jax.Array:
+        if self.mode == "smooth":
+            return jnp.tanh(self.smooth_beta * g)
+        if self.mode == "refined":
+            return jnp.clip(g, -1, 1)
+        return jnp.sign(g)
+
+
+class normalize_by_update_norm(GradientTransformation):
+    r"""Divide the whole update by its global norm: $u_t = s\, g_t / (\lVert g_t\rVert + \epsilon)$.
+
+    Args:
+        scale_factor: ``s``, the norm of the result (any finite number).
+        eps: ε ≥ 0 added to the norm.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.normalize_by_update_norm(eps=0.0)
+        >>> tx.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, tx.init(None))[0]
+        {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
+    """
+
+    scale_factor: float = hyper(REAL, 1.0)
+    eps: float = hyper(NONNEGATIVE, 1e-6)
+
+    def init_state(self, params: Params) -> OptState:
+        return EmptyState()
+
+    def apply(
+        self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
+    ) -> tuple[Updates, OptState]:
+        del params, count, extra
+        norm = global_norm(updates)
+        factor = coef(self.scale_factor, norm) / (norm + coef(self.eps, norm))
+        return jax.tree.map(lambda g: up(g) * coef(factor, up(g)), updates), state
 
 
 class scale_by_trust_ratio(Leafwise):

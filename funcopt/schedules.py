@@ -38,6 +38,7 @@ from funcopt.validation import (
     integer,
     interval,
     is_traced,
+    one_of,
 )
 from funcopt.values import Value, hyper, static
 
@@ -141,10 +142,8 @@ def _cosine_mix(start: Any, end: Any, pct: Any) -> Any:
 INTERPOLATIONS: dict[str, Callable[[Any, Any, Any], Any]] = {"linear": mix, "cosine": _cosine_mix}
 
 
-def check_interpolation(name: str, value: Any) -> str:
-    if not (isinstance(value, str) and value in INTERPOLATIONS):
-        raise HyperParameterError(f"{name} must be 'linear' or 'cosine', got {name}={value!r}")
-    return value
+INTERPOLATION = one_of(*INTERPOLATIONS)
+"""The kind of an ``interpolate_type`` argument: ``'linear'`` or ``'cosine'``."""
 
 
 def pieces(boundaries_and_scales: Mapping[Any, Any] | None) -> dict[str, tuple[Any, ...]]:

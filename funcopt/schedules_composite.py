@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcopt.schedules import (
+    INTERPOLATION,
     INTERPOLATIONS,
     OPTIONAL_REAL,
     POSITIVE_STEPS,
@@ -31,7 +32,6 @@ from funcopt.schedules import (
     FunctionSchedule,
     Schedule,
     as_float,
-    check_interpolation,
     concrete,
     cosine_decay_schedule,
     exponential_decay,
@@ -94,7 +94,7 @@ class piecewise_interpolate_schedule(Schedule):
         0.75 0.50
     """
 
-    interpolate_type: str = static(kind=Kind(check_interpolation, "'linear' or 'cosine'"))
+    interpolate_type: str = static(kind=INTERPOLATION)
     init_value: Any = hyper(REAL)
     boundaries: tuple[int, ...] = static(())
     scales: tuple[Any, ...] = ()

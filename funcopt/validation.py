@@ -48,6 +48,7 @@ __all__ = [
     "hyperparameters",
     "integer",
     "interval",
+    "one_of",
 ]
 
 
@@ -203,6 +204,26 @@ def integer(low: int = 1, *, optional: bool = False, schedule: bool = False) -> 
         4
     """
     return interval(low, None, integer=True, optional=optional, schedule=schedule)
+
+
+def one_of(*options: str) -> Kind:
+    """One of a few names (a mode, a preset).
+
+    Example:
+        >>> from funcopt.validation import one_of
+        >>> one_of("hard", "smooth")("mode", "soft")
+        Traceback (most recent call last):
+        ...
+        funcopt.validation.HyperParameterError: mode must be one of 'hard', 'smooth', got ...
+    """
+    text = ", ".join(map(repr, options))
+
+    def check(name: str, value: Any) -> str:
+        if not (isinstance(value, str) and value in options):
+            raise HyperParameterError(f"{name} must be one of {text}, got {name}={value!r}")
+        return value
+
+    return Kind(check, f"one of {text}")
 
 
 def _check_bool(name: str, value: Any) -> bool:

@@ -32,7 +32,15 @@ from funcopt.base import (
     as_transform,
     expect_state,
 )
-from funcopt.trees import MASK, Mask, MaskedNode, is_stand_in, resolve_mask, tree_map
+from funcopt.trees import (
+    MASK,
+    Mask,
+    MaskedNode,
+    is_mask_function,
+    is_stand_in,
+    resolve_mask,
+    tree_map,
+)
 from funcopt.validation import BOOL
 from funcopt.values import static
 
@@ -44,6 +52,7 @@ __all__ = [
     "masked",
     "multi_transform",
     "partition",
+    "selective_transform",
     "set_to_zero",
 ]
 
@@ -332,3 +341,33 @@ class partition(GradientTransformation):
 
 multi_transform = partition
 """optax's older name for :class:`partition`."""
+
+
+def selective_transform(optimizer: Any, *, freeze_mask: bool | Any) -> GradientTransformation:
+    """Run ``optimizer`` only on the leaves not frozen by ``freeze_mask``; zero the others.
+
+    ``partition({"train": optimizer, "freeze": set_to_zero()}, labels)``, labels from the
+    mask: unlike ``chain(freeze(mask), optimizer)``, the optimizer keeps no state for the
+    frozen leaves. Equal to ``optax.transforms.selective_transform``.
+
+    Args:
+        optimizer: the transform for the trained leaves.
+        freeze_mask: True where a leaf is frozen: a bool, a pytree of bools or a function of
+            the params returning one.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.selective_transform(funcopt.adam(0.1), freeze_mask={"w": True, "b": False})
+        >>> p = {"w": jnp.ones(2), "b": jnp.ones(2)}
+        >>> tx.init(p).inner_states["train"].inner_state[0].inner_state.numerator[0].mu["w"]
+        MaskedNode()
+    """
+    freeze_mask = MASK("freeze_mask", freeze_mask)
+
+    def label(mask: Any) -> Any:
+        return jax.tree.map(lambda frozen: "freeze" if frozen else "train", mask)
+
+    labels = (
+        (lambda p: label(freeze_mask(p))) if is_mask_function(freeze_mask) else label(freeze_mask)
+    )
+    return partition({"train": optimizer, "freeze": set_to_zero()}, labels)

@@ -38,6 +38,15 @@ def _matrices(p: Any) -> Any:
     return jax.tree.map(lambda x: x.ndim > 1, p)
 
 
+def _scalars(p: Any) -> Any:
+    """True for scalars: the leaves frozen by the selective_transform row."""
+    return jax.tree.map(lambda x: x.ndim == 0, p)
+
+
+def _frozen_labels(p: Any) -> Any:
+    return jax.tree.map(lambda x: "freeze" if x.ndim == 0 else "train", p)
+
+
 def _labels(p: Any) -> Any:
     return jax.tree.map(lambda x: "adam" if x.ndim > 0 else "sgd", p)
 
@@ -141,6 +150,21 @@ class PaperYogi:
         self.v = self.v - (1 - self.b2) * np.sign(self.v - g * g) * g * g
         m_hat, v_hat = self.m / (1 - self.b1**self.t), self.v / (1 - self.b2**self.t)
         return p - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+class LayerwiseDoG:
+    """Ivgi et al. (2023), layer-wise DoG: η = max distance from θ₀ / √(Σ‖g‖² + ε)."""
+
+    def __init__(self, lr: float, reps_rel=1e-4, eps=1e-8) -> None:
+        self.lr, self.reps, self.eps = lr, reps_rel, eps
+        self.start, self.d, self.total = None, 0.0, 0.0
+
+    def step(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        if self.start is None:
+            self.start, self.d = p.copy(), self.reps * (1 + np.linalg.norm(p))
+        self.d = max(self.d, np.linalg.norm(p - self.start))
+        self.total += np.linalg.norm(g) ** 2
+        return p - self.lr * self.d / np.sqrt(self.total + self.eps) * g
 
 
 class ZeilerAdadelta:
@@ -380,6 +404,48 @@ ENTRIES: list[Entry] = [
         lambda lr: optax.contrib.schedule_free_adamw(LR, warmup_steps=1000),
         f32=False,
     ),
+    # ---- games and learning-rate-free steps ----------------------------------------------
+    same("optimistic_gradient_descent", alpha=0.7, beta=0.3)(),
+    Entry(
+        "optimistic_adam_v2",
+        lambda lr: fo.optimistic_adam_v2(lr, alpha=0.5, beta=0.8),
+        ("optimistic_adam_v2",),
+        lambda lr: optax.optimistic_adam_v2(lr, alpha=0.5, beta=0.8),
+    ),
+    Entry(
+        "distance_over_gradients",
+        lambda lr: fo.chain(
+            fo.scale_by_distance_over_gradients(reps_rel=1e-4, global_scale=10.0),
+            fo.scale_by_learning_rate(lr),
+        ),
+        ("scale_by_distance_over_gradients",),
+        # optax's keeps Σ‖g‖² in shape (1,), which broadcasts (and a scalar parameter's
+        # update becomes (1,)): compared in test_parameter_free.py with rank promotion on
+        paper=lambda lr: LayerwiseDoG(lr * 10),
+    ),
+    Entry(
+        "lion-smooth",
+        lambda lr: fo.chain(fo.scale_by_lion(mode="smooth", smooth_beta=3.0), fo.scale(-lr)),
+        ("scale_by_lion", "squash"),
+        lambda lr: optax.chain(
+            optax.scale_by_lion(mode="smooth", smooth_beta=3.0), optax.scale(-lr)
+        ),
+        variant=True,
+    ),
+    Entry(
+        "lion-refined",
+        lambda lr: fo.chain(fo.scale_by_lion(mode="refined"), fo.scale(-lr)),
+        ("scale_by_lion", "squash"),
+        lambda lr: optax.chain(optax.scale_by_lion(mode="refined"), optax.scale(-lr)),
+        variant=True,
+    ),
+    Entry(
+        "normalize_by_update_norm",
+        lambda lr: fo.chain(fo.normalize_by_update_norm(0.5), fo.sgd(lr, 0.9)),
+        ("normalize_by_update_norm",),
+        lambda lr: optax.chain(optax.normalize_by_update_norm(0.5), optax.sgd(lr, 0.9)),
+        variant=True,
+    ),
     # ---- clipping in front of an optimizer -----------------------------------------------
     Entry(
         "clip_by_global_norm",
@@ -445,6 +511,16 @@ ENTRIES: list[Entry] = [
         ("set_to_zero", "multi_transform"),
         lambda lr: optax.multi_transform(
             {"adam": optax.adam(lr), "sgd": optax.set_to_zero()}, _labels
+        ),
+        f32=False,
+    ),
+    Entry(
+        "selective_transform",
+        lambda lr: fo.selective_transform(fo.adam(lr), freeze_mask=_scalars),
+        ("selective_transform",),
+        # optax's takes only a tree of bools: its definition, with the labels as a function
+        lambda lr: optax.partition(
+            {"train": optax.adam(lr), "freeze": optax.set_to_zero()}, _frozen_labels
         ),
         f32=False,
     ),

@@ -231,9 +231,9 @@ def test_integer_and_boolean_leaves_rejected(entry):
     tx = entry.build(registry.LR)
     with pytest.raises(TypeError, match=r"\['n'\]\[1\] has dtype int32"):
         tx.init(entry.params(INT_PARAMS))
-    if entry.name == "set_to_zero":
-        # the escape hatch: the scalar flag is labelled for set_to_zero, which keeps no
-        # state, so the optimizer never sees it
+    if entry.name in {"set_to_zero", "selective_transform"}:
+        # the escape hatch: the scalar flag is labelled for set_to_zero (frozen), which
+        # keeps no state, so the optimizer never sees it
         tx.init(entry.params(BOOL_PARAMS))
         return
     with pytest.raises(TypeError, match=r"\['flag'\] has dtype bool"):

@@ -18,6 +18,7 @@ the chapter's optimizers and 1e-4 for the others (observed: ≤ 1e-6 and ≤ 3e-
 and Muon get 2e-2: Lion's step is a sign and Muon orthogonalises a 2×2 momentum, both
 discontinuous in their input, so float32 and float64 runs of the *same* code part
 after a flipped sign (optax's own float32 and float64 runs differ by 5e-3 and 9e-3).
+Distance over gradients gets 3e-4 (see ``OWN_TOL``).
 ``noisy_sgd`` draws its noise in the parameters' dtype, so its reference is optax in
 float32 with the same key.
 """
@@ -39,6 +40,9 @@ STEPS, CHUNKS = 100_000, 10
 PEAK, WARMUP, END = 1e-2, 1_000, 1e-5
 TOL, CORE_TOL, LOOSE_TOL = 1e-4, 1e-5, 2e-2
 LOOSE = {"lion", "muon"}
+# DoG's step is proportional to ‖θ_t − θ₀‖, in its first steps (r_ε = 1e-4) a difference
+# of nearly equal numbers that float32 forms to ~1e-3 relative: observed 1.2e-4.
+OWN_TOL = {"distance_over_gradients": 3e-4}
 SAME_DTYPE_REFERENCE = {"noisy_sgd"}
 ENTRIES = registry.available()
 
@@ -119,6 +123,7 @@ def test_long_run_matches_float64_reference(entry):
             else:
                 ref, _ = _run(entry, entry.build(fo_schedule), jnp.float64)
     tol = LOOSE_TOL if entry.name in LOOSE else CORE_TOL if entry.name in registry.CORE else TOL
+    tol = OWN_TOL.get(entry.name, tol)
     err = np.max(np.abs(got - ref) / (1 + np.abs(ref)))
     print(f"{entry.name}: {err:.3g}")
     assert err <= tol, f"{entry.name}: max scaled error {err:.3g} > {tol:g}"

@@ -18,6 +18,7 @@ import optax
 import pytest
 from oracle import random_params
 from registry import ChapterAdam, ChapterGDM, ChapterRMSProp
+from support import assert_signature_matches_optax
 
 import funcopt
 
@@ -220,3 +221,12 @@ def test_centered_rmsprop_in_bfloat16_follows_the_float64_run(x64):
     oracle = run(optax.rmsprop(1e-3, centered=True), jnp.float64)
     ours = run(funcopt.rmsprop(1e-3, centered=True), jnp.bfloat16)
     assert np.abs(ours - oracle).max() / np.abs(oracle).max() < 0.05
+
+
+def test_scale_by_lion_has_optax_signature_and_modes():
+    """The numbers of the smooth and refined modes are registry rows (test_oracles.py)."""
+    assert_signature_matches_optax("scale_by_lion", kinds=False)
+    tx = funcopt.scale_by_lion(0.5, 0.9, mode="refined")
+    u, state = tx.update(jnp.array([0.4, 8.0]), tx.init(jnp.zeros(2)))
+    np.testing.assert_allclose(u, [0.2, 1.0])  # clip(0.5 · g) to [−1, 1]
+    np.testing.assert_allclose(state[0].mu, [0.04, 0.8], rtol=1e-6)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import funcopt
@@ -133,3 +135,31 @@ def test_elementwise_declarations():
 def test_invalid_hyperparameters_are_named(make, argument):
     with pytest.raises(funcopt.HyperParameterError, match=argument):
         make()
+
+
+# ---- squash and normalize_by_update_norm ------------------------------------------------
+
+
+def test_squash_modes_written_out():
+    g = jnp.array([-3.0, -0.4, 0.0, 0.2, 2.5])
+    state = funcopt.squash().init(g)
+    for mode, want in [
+        ("hard", np.sign(np.asarray(g))),
+        ("smooth", np.tanh(2.0 * np.asarray(g))),
+        ("refined", np.clip(np.asarray(g), -1, 1)),
+    ]:
+        u, _ = funcopt.squash(mode, 2.0).update(g, state)
+        np.testing.assert_allclose(u, want, rtol=1e-6)
+    with pytest.raises(funcopt.HyperParameterError, match=r"mode must be one of .*mode='soft'"):
+        funcopt.squash("soft")
+
+
+def test_normalize_by_update_norm_against_the_global_norm():
+    g = {"a": jnp.array([3.0, 0.0]), "b": [jnp.array([[4.0]]), jnp.array(-12.0)]}
+    for scale_factor, eps in [(1.0, 1e-6), (-2.0, 0.5)]:
+        tx = funcopt.normalize_by_update_norm(scale_factor, eps)
+        u, _ = tx.update(g, tx.init(g))
+        want = jax.tree.map(lambda x: scale_factor * x / (13.0 + eps), g)
+        chex.assert_trees_all_close(u, want, rtol=1e-6)
+        theirs, _ = optax.normalize_by_update_norm(scale_factor, eps).update(g, None)
+        chex.assert_trees_all_close(u, theirs, rtol=1e-6)

@@ -35,6 +35,7 @@ from funcopt.validation import (
     hyperparameters,
     integer,
     interval,
+    one_of,
 )
 
 # (id, kind, a valid value, values out of its range, the range as the message writes it)
@@ -439,3 +440,12 @@ def test_concrete_number_of_non_finite_and_traced_values():
     seen = []
     jax.jit(lambda x: seen.append(concrete_number(x)) or x)(1.0)
     assert seen == [None]
+
+
+def test_one_of_names_the_options():
+    kind = one_of("hard", "smooth")
+    assert kind("mode", "smooth") == "smooth"
+    assert kind.description == "one of 'hard', 'smooth'"
+    for bad in ("soft", 1, None, ["hard"]):
+        msg = _refused(kind, "mode", bad)
+        assert msg == f"mode must be one of 'hard', 'smooth', got mode={bad!r}", msg

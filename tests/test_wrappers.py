@@ -416,3 +416,19 @@ def test_integer_leaves_pass_the_wrappers_optax_passes_them_through():
     )
     with pytest.raises(TypeError, match=r"params\['n'\] has dtype int32.*outer chain"):
         funcopt.chain(inner, funcopt.scale(0.5)).init(params)
+
+
+def test_selective_transform_matches_optax_and_keeps_no_state_for_frozen_leaves():
+    params = random_params(0)
+    mask = jax.tree.map(lambda x: x.ndim < 2, params)
+    ours = funcopt.selective_transform(funcopt.adam(1e-2), freeze_mask=mask)
+    theirs = optax.transforms.selective_transform(optax.adam(1e-2), freeze_mask=mask)
+    assert_matches_optax(ours, theirs, params)
+    mu = ours.init(params).inner_states["train"].inner_state[0].inner_state.numerator[0].mu
+    placeholders = jax.tree.leaves(mu, is_leaf=lambda x: isinstance(x, funcopt.MaskedNode))
+    frozen = [isinstance(x, funcopt.MaskedNode) for x in placeholders]
+    assert frozen == jax.tree.leaves(mask) and any(frozen)  # no moments for frozen leaves
+    by_function = funcopt.selective_transform(
+        funcopt.adam(1e-2), freeze_mask=lambda p: jax.tree.map(lambda x: x.ndim < 2, p)
+    )
+    assert_matches_optax(by_function, theirs, params)
