@@ -50,6 +50,7 @@ from funcopt.optimizers import *  # noqa: F403
 from funcopt.orthogonal import *  # noqa: F403
 from funcopt.packing import *  # noqa: F403
 from funcopt.parameter_free import *  # noqa: F403
+from funcopt.polyak import *  # noqa: F403
 from funcopt.preconditioners import *  # noqa: F403
 from funcopt.scaling import *  # noqa: F403
 from funcopt.schedulefree import *  # noqa: F403
