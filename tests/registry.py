@@ -423,6 +423,16 @@ ENTRIES: list[Entry] = [
         # update becomes (1,)): compared in test_parameter_free.py with rank promotion on
         paper=lambda lr: LayerwiseDoG(lr * 10),
     ),
+    same("dog")(lr=1.0, f64=True),
+    same("dog", init_step=("learning_rate", 1e-2), weight_decay=0.01)(
+        "dog-lr-decay", lr=1.0, f64=True, variant=True
+    ),
+    same("dowg")(lr=1.0, f64=True),
+    same("dowg", init_estim_sq_dist=1e-3, weight_decay=0.01)(
+        "dowg-init-decay", lr=1.0, f64=True, variant=True
+    ),
+    same("cocob")(lr=1.0, f64=True),
+    same("cocob", alpha=20.0, weight_decay=0.01)("cocob-decay", lr=0.5, f64=True, variant=True),
     Entry(
         "lion-smooth",
         lambda lr: fo.chain(fo.scale_by_lion(mode="smooth", smooth_beta=3.0), fo.scale(-lr)),

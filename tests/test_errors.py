@@ -121,7 +121,7 @@ REQUIRED = {
     "interpolate_type": "linear", "step_size": 0.5, "sync_period": 2, "slow_step_size": 0.5,
     "transforms": {"a": SGD}, "param_labels": "a", "schedules": [funcopt.constant_schedule(1.0)],
     "boundaries": [], "new_tensors": jnp.ones(2), "old_tensors": jnp.zeros(2), "steps": 1,
-    "update_period": 2, "mask": True,
+    "update_period": 2, "mask": True, "init_step": ("heuristic", 1e-6),
 }  # fmt: skip
 
 

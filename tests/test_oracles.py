@@ -145,6 +145,8 @@ COMPLEX_ELSEWHERE = {
     "adadelta": "optax accumulates g² and Δ², complex numbers, instead of |g|² and |Δ|²",
     "MultiSteps": "optax's float32 accumulator drops the imaginary part of the gradients",
     "clip": "clipping a complex number is undefined: both refuse (jnp.clip)",
+    "cocob": "optax's reward R − g(θ − θ₁) turns complex; funcopt's Re(conj(g)(θ − θ₁)) is "
+    "checked by hand in test_parameter_free.py",
 }
 COMPLEX = [
     e for e in registry.available() if e.optax is not None and e.name not in COMPLEX_ELSEWHERE
