@@ -16,6 +16,7 @@ mask) is a tree, not a function (:func:`funcopt.trees.is_mask_function`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
@@ -364,10 +365,23 @@ def selective_transform(optimizer: Any, *, freeze_mask: bool | Any) -> GradientT
     """
     freeze_mask = MASK("freeze_mask", freeze_mask)
 
-    def label(mask: Any) -> Any:
-        return jax.tree.map(lambda frozen: "freeze" if frozen else "train", mask)
-
     labels = (
-        (lambda p: label(freeze_mask(p))) if is_mask_function(freeze_mask) else label(freeze_mask)
+        _FreezeLabels(freeze_mask) if is_mask_function(freeze_mask) else _freeze_labels(freeze_mask)
     )
     return partition({"train": optimizer, "freeze": set_to_zero()}, labels)
+
+
+def _freeze_labels(mask: Any) -> Any:
+    """``"freeze"`` where ``mask`` is True, ``"train"`` elsewhere."""
+    return jax.tree.map(lambda frozen: "freeze" if frozen else "train", mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FreezeLabels:
+    """The labels of :func:`selective_transform` for a mask function: a value, so that two
+    transforms built from the same function are equal (and compile once)."""
+
+    freeze_mask: Callable[[Params], Any]
+
+    def __call__(self, params: Params) -> Any:
+        return _freeze_labels(self.freeze_mask(params))

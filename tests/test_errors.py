@@ -122,6 +122,7 @@ REQUIRED = {
     "transforms": {"a": SGD}, "param_labels": "a", "schedules": [funcopt.constant_schedule(1.0)],
     "boundaries": [], "new_tensors": jnp.ones(2), "old_tensors": jnp.zeros(2), "steps": 1,
     "update_period": 2, "mask": True, "init_step": ("heuristic", 1e-6),
+    "direction": funcopt.scale_by_momentum(),
 }  # fmt: skip
 
 
