@@ -1,34 +1,48 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# `make demo` installs funcopt's runtime dependencies only (jax, jaxlib, optax, chex,
+# matplotlib, rich); `make test` and the other developer targets add the dev extras
+# (pytest, ruff, mypy, the torch and flax test oracles, mkdocs) into the same .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
 .PHONY: demo test lint typecheck docs bench figures clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing funcopt with its runtime dependencies"
+	@echo "    (jax, jaxlib, optax, chex, matplotlib, rich: about 170 MB of wheels)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e .
+	@echo "==> runtime dependencies installed"
+	@touch $@
 
-demo: $(STAMP)
+$(DEV_STAMP): $(RUNTIME_STAMP) pyproject.toml
+	@echo "==> installing the dev extras into $(VENV): pytest, hypothesis, ruff, mypy, the test"
+	@echo "    oracles torch==2.13.0 (CPU), flax, orbax, scikit-learn, and mkdocs (1.3 GB more)"
+	$(PY) -m pip install -e '.[dev]'
+	@echo "==> dev extras installed"
+	@touch $@
+
+demo: $(RUNTIME_STAMP)
 	$(PY) -m funcopt demo
 
-figures: $(STAMP)
+figures: $(RUNTIME_STAMP)
 	$(PY) -m funcopt figures --out figures
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) -m funcopt bench
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check funcopt tests examples
 	$(VENV)/bin/ruff format --check funcopt tests examples
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy funcopt
 
-docs: $(STAMP)
+docs: $(DEV_STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 test: lint typecheck

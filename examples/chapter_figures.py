@@ -1,12 +1,20 @@
-"""Regenerate the chapter's four figures, plus three figures that go beyond it.
+"""Regenerate the chapter's four figures, a sweep heat map, Adam's effective step and a race.
 
     python examples/chapter_figures.py [--out DIR] [--small]
 
-Writes ``chapter-*.png``/``.svg`` (the chapter's momentum, RMSProp, Adam and large-step
-Adam figures), ``sweep.png`` (GDM's final loss over a grid of learning rates × β, all
-runs in one compiled ``vmap``), ``adam-effective-step.png`` and ``race.gif``. ``--small``
-skips the chapter figures and shrinks the rest (used by the tests).
-"""
+Writes, into DIR (default ``figures``):
+
+- ``chapter-momentum``, ``chapter-rmsprop``, ``chapter-adam`` and
+  ``chapter-adam-large-lr``, each as ``.png`` and ``.svg`` (the chapter's figures);
+- ``sweep-and-effective-step.png``: left, GDM's final loss over a grid of learning
+  rates × β (all runs in one compiled ``vmap``); right, Adam's per-coordinate effective
+  step size;
+- ``race.gif``: GDM, RMSProp and Adam at η = 2.5 racing for 300 steps (60 frames,
+  600 × 500 pixels).
+
+They are the pictures in ``docs/images/`` (``mlp-digits.png`` comes from
+``mlp_digits.py``). ``--small`` skips the chapter figures and
+writes the other two at a small size (used by the tests)."""
 
 from __future__ import annotations
 

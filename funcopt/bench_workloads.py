@@ -17,7 +17,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["BASELINE", "Impl", "Workload", "adam_impls", "planned_bytes", "train_impls"]
+__all__ = [
+    "BASELINE",
+    "Impl",
+    "Workload",
+    "adam_impls",
+    "canonical_name",
+    "describe",
+    "planned_bytes",
+    "select",
+    "train_impls",
+]
 
 BASELINE = "optax donated"
 """The implementation every ratio is relative to."""
@@ -31,6 +41,63 @@ class Workload(NamedTuple):
     leaves: int
     leaf_size: int
     model: str = ""
+
+
+def canonical_name(name: str) -> str:
+    """A workload name as compared: ASCII ``x`` for ``×``, case and spacing ignored."""
+    return " ".join(name.replace("×", "x").lower().split())
+
+
+def select(
+    workloads: Sequence[Workload], names: Sequence[str] | None, size: str = ""
+) -> list[Workload]:
+    """The ``workloads`` that ``names`` name, in table order (all of them for ``None``).
+
+    Names compare by :func:`canonical_name` (``adam 20x1k`` is ``adam 20×1k``), and a name
+    may come split over several words, as an unquoted shell argument does (``train MLP``).
+    An unknown name raises ``ValueError`` listing the valid ones.
+    """
+    if names is None:
+        return list(workloads)
+    by_key = {canonical_name(w.name): w for w in workloads}
+    words = [word for name in names for word in name.split()]
+    wanted: set[str] = set()
+    unknown: list[str] = []
+    pending: list[str] = []
+    i = 0
+    while i < len(words):
+        for j in range(len(words), i, -1):  # the longest run of words that is a name
+            key = canonical_name(" ".join(words[i:j]))
+            if key in by_key:
+                wanted.add(key)
+                if pending:
+                    unknown.append(" ".join(pending))
+                    pending = []
+                i = j
+                break
+        else:
+            pending.append(words[i])
+            i += 1
+    if pending:
+        unknown.append(" ".join(pending))
+    if unknown or not wanted:
+        valid = ", ".join(repr(w.name) for w in workloads)
+        at = f" at the {size} size" if size else ""
+        raise ValueError(
+            f"unknown workload {', '.join(map(repr, unknown)) or '(none named)'}{at}; "
+            f"the valid names are {valid} (x may stand for ×)"
+        )
+    return [w for w in workloads if canonical_name(w.name) in wanted]
+
+
+def describe(w: Workload, cfg: dict[str, Any]) -> str:
+    """One line on what a workload times, for ``funcopt bench --list-workloads``."""
+    if w.kind == "adam":
+        leaves = "1 leaf" if w.leaves == 1 else f"{w.leaves:,} leaves"
+        return f"Adam step alone (gradients given), {leaves} of {w.leaf_size:,} parameters"
+    if w.model == "mlp":
+        return f"train step of an MLP {' → '.join(map(str, cfg['mlp']))}, batch {cfg['batch']}"
+    return f"train step of a per-leaf model, {w.leaves:,} leaves of {w.leaf_size:,} parameters"
 
 
 # ---- workloads ------------------------------------------------------------------------

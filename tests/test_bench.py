@@ -6,11 +6,13 @@ import importlib.util
 import itertools
 import json
 import math
+import re
 
 import pytest
 
 from funcopt import bench
 from funcopt.__main__ import main as cli
+from funcopt.bench_workloads import describe, select
 
 IMPLS = ["funcopt tree", "funcopt packed", "optax", "optax donated", "torch fused"]
 WORKLOADS = ["adam 20×1k", "train MLP"]
@@ -20,7 +22,9 @@ WORKLOADS = ["adam 20×1k", "train MLP"]
 def results(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "out.json"
     argv = ["bench", "--tiny", "--rounds", "1", "--no-progress", "--json", str(path)]
-    assert cli([*argv, "--impls", *IMPLS, "--workloads", *WORKLOADS]) == 0
+    # ASCII x for ×, and a name split over words as an unquoted shell argument is
+    names = ["adam 20x1k", "train", "MLP"]
+    assert cli([*argv, "--impls", *IMPLS, "--workloads", *names]) == 0
     return json.loads(path.read_text())
 
 
@@ -87,3 +91,87 @@ def test_interleaving_varies_the_neighbours():
     before = {name: {a for a, b in itertools.pairwise(flat) if b == name} for name in names}
     assert all(len(p) >= 3 for p in before.values()), before
     assert bench.interleaved(names, 9) == rounds  # reproducible
+
+
+def test_workload_names_accept_x_for_times_case_and_split_words():
+    tiny = bench.SIZES["tiny"]["workloads"]
+    names = lambda *given: [w.name for w in select(tiny, list(given))]
+    assert names("adam 20x1k") == names("ADAM  20×1K") == ["adam 20×1k"]
+    assert names("train", "mlp", "adam", "1x64k") == ["adam 1×64k", "train MLP"]  # table order
+    assert names("train 20 leaves", "train MLP") == ["train MLP", "train 20 leaves"]
+    assert select(tiny, None) == list(tiny)
+    with pytest.raises(ValueError, match=r"unknown workload 'adam 1x16M' at the tiny size"):
+        select(tiny, ["adam 1x16M", "train MLP"], "tiny")
+
+
+def test_unknown_workload_is_a_usage_error_listing_the_valid_names(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli(["bench", "--tiny", "--workloads", "adam 1x16M"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown workload 'adam 1x16M' at the tiny size" in err
+    for w in bench.SIZES["tiny"]["workloads"]:
+        assert repr(w.name) in err
+    assert "--list-workloads" in err
+
+
+def test_list_workloads_prints_every_name_with_what_it_times(capsys):
+    assert cli(["bench", "--list-workloads"]) == 0
+    out = capsys.readouterr().out
+    for size, cfg in bench.SIZES.items():
+        assert f"{size} size" in out
+        for w in cfg["workloads"]:
+            assert any(
+                line.split("  ")[1:2] == [w.name] and line.endswith("  " + describe(w, cfg))
+                for line in out.splitlines()
+            ), (size, w.name)
+    assert "Adam step alone (gradients given), 20 leaves of 1,024 parameters" in out
+    assert "train step of an MLP 16 → 32 → 32 → 4, batch 8" in out
+    assert cli(["bench", "--tiny", "--list-workloads"]) == 0
+    tiny = capsys.readouterr().out
+    assert "tiny size" in tiny and "full size" not in tiny
+
+
+def test_bench_help_is_plain_and_lists_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli(["bench", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: funcopt bench")
+    assert not re.search(r"``|:func:|:mod:", text), text
+    flat = " ".join(text.split())
+    assert "--rounds N interleaved rounds (default: 7 full, 9 quick, 2 tiny)" in flat
+    assert "(default: every workload of the size)" in flat and "x may stand for ×" in flat
+    assert "(default: all; torch's are skipped without torch)" in flat
+    for option in (
+        "--quick",
+        "--tiny",
+        "--json",
+        "--markdown",
+        "--no-progress",
+        "--list-workloads",
+    ):
+        assert option in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_progress_says_torch_is_warmed_up_not_compiled():
+    class Progress:
+        def __init__(self):
+            self.said = []
+
+        def add_task(self, description, total):
+            return 0
+
+        def update(self, task, description):
+            self.said.append(description)
+
+        def advance(self, task):
+            pass
+
+    progress = Progress()
+    bench.run("tiny", impls=["optax donated", "torch fused"], workloads=["adam 20x1k"],
+              rounds=1, progress=progress)  # fmt: skip
+    assert "adam 20×1k: compiling optax donated" in progress.said
+    assert "adam 20×1k: warming up torch fused" in progress.said
+    assert not any("compiling torch" in s for s in progress.said)

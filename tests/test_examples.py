@@ -14,7 +14,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # script -> (small-size arguments, a line its output must contain, files it must write)
 CASES = {
     "quickstart.py": (["--steps", "30"], "final loss", []),
-    "chapter_figures.py": (["--small", "--out", "figs"], "race.gif", ["figs/race.gif"]),
+    "chapter_figures.py": (
+        ["--small", "--out", "figs"],
+        "race.gif",
+        ["figs/sweep-and-effective-step.png", "figs/race.gif"],
+    ),
     "mlp_digits.py": (
         ["--steps", "5", "--out", "mlp.png"],
         "max |θ_funcopt − θ_torch|",
