@@ -21,7 +21,9 @@ composition. The modules, by concept:
 - optimizers: :mod:`~funcopt.optimizers` (the chapter's), :mod:`~funcopt.adaptive`,
   :mod:`~funcopt.layerwise`, :mod:`~funcopt.orthogonal` (Muon),
   :mod:`~funcopt.schedulefree`, :mod:`~funcopt.optimistic` (min-max games),
-  :mod:`~funcopt.parameter_free` (step sizes estimated from the run);
+  :mod:`~funcopt.parameter_free` (step sizes estimated from the run), Adam's relatives
+  :mod:`~funcopt.decorrelated` (ADOPT, ACProp), :mod:`~funcopt.ema_mixtures` (AdEMAMix),
+  :mod:`~funcopt.nesterov_estimation` (Adan), :mod:`~funcopt.dual_averaging` (MADGRAD);
 - around them: :mod:`~funcopt.schedules`, :mod:`~funcopt.schedules_composite`,
   :mod:`~funcopt.wrappers`, :mod:`~funcopt.hyperparams`, :mod:`~funcopt.accumulation`,
   :mod:`~funcopt.averaging`, :mod:`~funcopt.checkpoints`;
@@ -31,6 +33,7 @@ composition. The modules, by concept:
 Every public name of these modules is re-exported here.
 """
 
+import sys
 import types
 
 from funcopt.accumulation import *  # noqa: F403
@@ -40,11 +43,15 @@ from funcopt.base import *  # noqa: F403
 from funcopt.checkpoints import *  # noqa: F403
 from funcopt.clipping import *  # noqa: F403
 from funcopt.combine import *  # noqa: F403
+from funcopt.decorrelated import *  # noqa: F403
+from funcopt.dual_averaging import *  # noqa: F403
+from funcopt.ema_mixtures import *  # noqa: F403
 from funcopt.factored import *  # noqa: F403
 from funcopt.hyperparams import *  # noqa: F403
 from funcopt.layerwise import *  # noqa: F403
 from funcopt.lifting import *  # noqa: F403
 from funcopt.moments import *  # noqa: F403
+from funcopt.nesterov_estimation import *  # noqa: F403
 from funcopt.optimistic import *  # noqa: F403
 from funcopt.optimizers import *  # noqa: F403
 from funcopt.orthogonal import *  # noqa: F403
@@ -64,12 +71,12 @@ from funcopt.wrappers import *  # noqa: F403
 
 __version__ = "0.2.0"
 
-# Importing a submodule binds it here too (funcopt.adam is a function, funcopt.adaptive
-# its module): __all__ is every public name of every submodule imported above.
+# __all__ is every public name of every submodule imported above, found in sys.modules
+# (not among this module's globals, where a function may shadow its module's name).
 _MODULES = [
     m
-    for m in list(globals().values())
-    if isinstance(m, types.ModuleType) and m.__name__.startswith("funcopt.")
+    for name, m in sorted(sys.modules.items())
+    if name.startswith("funcopt.") and name.count(".") == 1 and isinstance(m, types.ModuleType)
 ]
 __all__ = sorted({name for module in _MODULES for name in module.__all__})
 

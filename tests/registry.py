@@ -336,6 +336,17 @@ ENTRIES: list[Entry] = [
         variant=True,
     ),
     same("yogi")(lr=0.01, paper=lambda lr: PaperYogi(lr)),
+    # ---- Adam's relatives (optax.contrib's; optax's Adan) --------------------------------
+    same("adopt")(lr=0.01, f64=True),
+    same("adopt", b2=0.999, nesterov=True, use_clipping=False)(
+        "adopt-nesterov-unclipped", lr=0.01, f64=True, variant=True
+    ),
+    same("ademamix", b3=0.999, weight_decay=0.1)(lr=0.01, f64=True),
+    same("simplified_ademamix", alpha=1.0, weight_decay=0.1)(lr=0.001, f64=True),
+    same("acprop", weight_decay=0.1)(lr=0.01, f64=True),
+    same("adan", weight_decay=0.1)(lr=0.01, f64=True),
+    # optax computes MADGRAD's √t from an int32 count in float32: 1e-8 apart in float64
+    same("madgrad", weight_decay=0.01)(lr=0.01),
     # ---- sign methods, layer-wise, factored, noise ---------------------------------------
     same("lion", weight_decay=0.01)(f32=False),
     same("lion", weight_decay=0.1)("lion-decay", lr=0.001, variant=True),

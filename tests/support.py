@@ -10,7 +10,9 @@ errors) live in ``oracle.py``; here what several modules' tests check the same w
 - state: a buffer per state leaf (so it can be donated), accumulators that stay float32
   for bfloat16 parameters;
 - schedules against optax's at every count, traced once, exact at their ends, past int32
-  and inside an optimizer.
+  and inside an optimizer;
+- optimizers: twins written once for funcopt and optax, compared in float64, and the
+  update equations written out in NumPy as the oracle (real and complex).
 """
 
 from __future__ import annotations
@@ -300,3 +302,53 @@ def assert_optimizer_with_schedule_matches_optax(
     got, _ = run(ours(build(funcopt)), params, 1000, funcopt.apply_updates, wave_grads)
     want, _ = run(theirs(build(optax)), params, 1000, optax.apply_updates, wave_grads)
     assert_rel_close(got, want, 1e-5)
+
+
+# ---- optimizers: twins written once, equations by hand ---------------------------------
+
+
+class FuncoptAsOptax:
+    """``funcopt`` under optax's names (``o.contrib.adopt`` is ``funcopt.adopt``), so that
+    one row ``lambda o: o.contrib.adopt(…)`` builds both twins; ``o.<name>_schedule`` is
+    taken from ``schedules`` (optax's: both twins then read the same schedule values)."""
+
+    def __init__(self, schedules: Any = funcopt) -> None:
+        self.schedules = schedules
+
+    def __getattr__(self, name: str) -> Any:
+        if name.endswith("_schedule"):
+            return getattr(self.schedules, name)
+        return self if name == "contrib" else getattr(funcopt, name)
+
+
+def assert_twins_match_in_float64(
+    make: Callable[[Any], Any], tol: float = 1e-12, steps: int = 300
+) -> None:
+    """``make(funcopt)`` and ``make(optax)`` (a row as for :class:`FuncoptAsOptax`, fed
+    optax's schedules) over ``steps`` float64 steps (under the ``x64`` fixture)."""
+    params = random_params(0, jnp.float64)
+    got, _ = run(make(FuncoptAsOptax(optax)), params, steps, funcopt.apply_updates)
+    want, _ = run(make(optax), params, steps, optax.apply_updates)
+    assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(got))
+    assert_rel_close(got, want, tol)
+
+
+def assert_follows_equations(
+    tx: Any, make_reference: Callable[[], Any], dtype: Any, maybe_jit: Callable, steps: int = 6
+) -> None:
+    """``steps`` updates of ``tx`` on one (4, 3) leaf of ``dtype`` (float64 or complex128,
+    under the ``x64`` fixture) equal ``make_reference()(g, p)``, the update equations
+    written out in NumPy, each step fed the same gradient and parameters."""
+    rng = np.random.default_rng(3)
+    shape = (steps, 4, 3)
+    grads = rng.normal(size=shape)
+    if dtype == np.complex128:
+        grads = grads + 1j * rng.normal(size=shape)
+    p = np.asarray(rng.normal(size=shape[1:]), dtype)
+    params, state, reference = jnp.asarray(p), tx.init(jnp.asarray(p)), make_reference()
+    update = maybe_jit(tx.update)
+    for g in grads:
+        u, state = update(jnp.asarray(g, dtype), state, params)
+        want = reference(g, p)
+        np.testing.assert_allclose(np.asarray(u), want, rtol=1e-10, atol=1e-13)
+        params, p = funcopt.apply_updates(params, u), p + want

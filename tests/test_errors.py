@@ -123,6 +123,7 @@ REQUIRED = {
     "boundaries": [], "new_tensors": jnp.ones(2), "old_tensors": jnp.zeros(2), "steps": 1,
     "update_period": 2, "mask": True, "init_step": ("heuristic", 1e-6),
     "direction": funcopt.scale_by_momentum(),
+    "optimizer": SGD, "adv_optimizer": SGD,
 }  # fmt: skip
 
 

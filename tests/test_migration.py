@@ -55,3 +55,13 @@ def test_every_optax_name_is_listed():
     public |= {f"contrib.{n}" for n in dir(optax.contrib) if not n.startswith("_")}
     listed = {name.removeprefix("optax.") for name in _rows()}
     assert not sorted(public - listed)
+
+
+def test_no_name_funcopt_provides_is_called_not_provided():
+    """A row may say "not provided" only for a name funcopt does not have."""
+    stale = sorted(
+        name
+        for name, cell in _rows().items()
+        if cell.startswith("not provided") and hasattr(funcopt, name.rsplit(".", 1)[-1])
+    )
+    assert not stale, f"funcopt provides these, the table says not: {stale}"

@@ -147,6 +147,12 @@ COMPLEX_ELSEWHERE = {
     "clip": "clipping a complex number is undefined: both refuse (jnp.clip)",
     "cocob": "optax's reward R − g(θ − θ₁) turns complex; funcopt's Re(conj(g)(θ − θ₁)) is "
     "checked by hand in test_parameter_free.py",
+    "adopt": "ADOPT clips the normalised gradient, undefined for complex numbers: both refuse "
+    "(test_decorrelated.py)",
+    "simplified_ademamix": "optax averages g², a complex number, under a complex root; "
+    "funcopt's |g|² follows the equations by hand in test_ema_mixtures.py",
+    "madgrad": "optax sums g², complex, and its cube root refuses complex numbers; funcopt's "
+    "|g|² follows the equations by hand in test_dual_averaging.py",
 }
 COMPLEX = [
     e for e in registry.available() if e.optax is not None and e.name not in COMPLEX_ELSEWHERE
