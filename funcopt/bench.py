@@ -4,7 +4,9 @@ Workloads (rows): one big leaf, many small leaves (optimizer step only: gradient
 given), and full train steps (loss, gradient, Adam, parameter update) of a small MLP and
 of a many-leaf model. Implementations (columns of each row group): funcopt on the
 pytree and packed (:mod:`funcopt.packing`), optax plain and donated, and
-``torch.optim.Adam`` with ``foreach`` and ``fused`` when torch is importable.
+``torch.optim.Adam`` with ``foreach`` and ``fused`` when torch is importable. In the
+optimizer-only rows, ``funcopt packed`` receives the gradients as the pytree a model's
+gradient is and packs them into its layout inside the step, as a real train step must.
 
 Method (``docs/performance.md``): every implementation is compiled first and its
 compile time measured apart (``.lower().compile()``); then the implementations run
@@ -336,7 +338,8 @@ def table(cells: Sequence[Cell], meta: dict[str, Any]) -> Any:
         caption=f"ratio: step time / {BASELINE} in the same run; BW: minimum Adam traffic "
         "(28 B/param) / step time, as a fraction of the measured in-place bandwidth; "
         "peak: extra memory during 3 steps, and (resident + extra) / (params + grads + state); "
-        "plan ×: the same ratio from XLA's buffer assignment (JAX only)",
+        "plan ×: the same ratio from XLA's buffer assignment (JAX only); funcopt packed "
+        "packs the gradient tree inside every step, in the adam rows too",
     )
     for col in COLUMNS:
         t.add_column(col, justify="left" if col in ("workload", "impl") else "right")

@@ -191,15 +191,20 @@ def adam_impls(w: Workload, names: Sequence[str]) -> list[Impl]:
         grads = jax_params(shapes, seed=1)
         if name == "funcopt packed":
             tx = funcopt.adam(lr)
-            p, g = funcopt.pack(params), funcopt.pack(grads)
+            p = funcopt.pack(params)
             state = funcopt.packed_init(tx, p).inner  # the flat moments themselves
 
-            def packed_step(pb: Any, s: Any, gb: Any, tx: Any = tx) -> tuple[Any, Any]:
+            # The gradients come as the tree a model's gradient is, and are packed into
+            # the parameters' layout inside the step, as any real train step must.
+            def packed_step(
+                pb: Any, s: Any, g: Any, tx: Any = tx, layout: Any = p.layout
+            ) -> tuple[Any, Any]:
+                gb = funcopt.pack(g, layout).buffers
                 u, s = tx.update(gb, s, pb)
                 return funcopt.apply_updates(pb, u), s
 
             fn = jax.jit(packed_step, donate_argnums=(0, 1))
-            args: list[Any] = [p.buffers, state, g.buffers]
+            args: list[Any] = [p.buffers, state, grads]
         else:
             tx = funcopt.adam(lr) if name.startswith("funcopt") else optax.adam(lr)
             apply = funcopt.apply_updates if name.startswith("funcopt") else optax.apply_updates

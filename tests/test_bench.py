@@ -70,7 +70,8 @@ def test_buffer_plan_counts_donation(results):
     plan = {(c["workload"], c["impl"]): c["plan_ratio"] for c in results["cells"]}
     assert plan["adam 20×1k", "optax donated"] == pytest.approx(1.0, abs=0.01)
     assert plan["adam 20×1k", "funcopt tree"] == pytest.approx(1.0, abs=0.01)
-    assert plan["adam 20×1k", "funcopt packed"] == pytest.approx(1.0, abs=0.01)
+    # The packed step receives the gradient tree and packs it: one more g, 5/4 = 1.25x.
+    assert plan["adam 20×1k", "funcopt packed"] == pytest.approx(1.25, abs=0.01)
     assert plan["adam 20×1k", "optax"] == pytest.approx(1.75, abs=0.01)
     assert plan.get(("adam 20×1k", "torch fused")) is None
 
