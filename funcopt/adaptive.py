@@ -23,7 +23,7 @@ from funcopt.preconditioners import (
     scale_by_rss,
     scale_by_yogi,
 )
-from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
+from funcopt.scaling import _descend, add_decayed_weights, scale_by_learning_rate
 from funcopt.trees import MASK, Mask
 from funcopt.validation import (
     BOOL,
@@ -52,15 +52,6 @@ _ADAM = dict(
     learning_rate=RATE, b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE, mu_dtype=DTYPE
 )
 _DECAY = dict(weight_decay=RATE, mask=MASK)
-
-
-def _descend(direction: Any, learning_rate: Any, weight_decay: Any = None, mask: Any = None) -> Any:
-    """``chain(direction, + λ θ, −η ·)``; no decay link when ``weight_decay`` is None."""
-    if weight_decay is None:
-        return chain(direction, scale_by_learning_rate(learning_rate))
-    return chain(
-        direction, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate)
-    )
 
 
 @hyperparameters(**_ADAM)

@@ -28,7 +28,7 @@ from funcopt.base import GradientTransformation, HyperParameterError, ScalarOrSc
 from funcopt.combine import chain, identity, precondition
 from funcopt.lifting import Leafwise, abs2, moment_like, second_moment_like
 from funcopt.moments import lion_momentum, scale_by_momentum
-from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
+from funcopt.scaling import _descend, scale_by_learning_rate
 from funcopt.trees import MASK, Mask
 from funcopt.validation import BOOL, DECAY, DTYPE, NONNEGATIVE, RATE, hyperparameters
 from funcopt.values import hyper, static
@@ -46,13 +46,6 @@ __all__ = [
 
 _ADAM = dict(b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE)
 _DESCENT = dict(learning_rate=RATE, weight_decay=RATE, mask=MASK)
-
-
-def _descend(direction: Any, learning_rate: Any, weight_decay: Any, mask: Any) -> Any:
-    """``chain(direction, + λ θ, −η ·)``, as optax's contrib optimizers."""
-    return chain(
-        direction, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate)
-    )
 
 
 def _fourth_root(step: jax.Array) -> jax.Array:

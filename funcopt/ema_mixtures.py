@@ -29,7 +29,7 @@ from funcopt.base import GradientTransformation, ScalarOrSchedule, Updates
 from funcopt.combine import chain, precondition
 from funcopt.lifting import Leafwise, moment_like
 from funcopt.moments import bias_correction, second_moment
-from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
+from funcopt.scaling import _descend
 from funcopt.trees import MASK, Mask
 from funcopt.validation import DECAY, DTYPE, NONNEGATIVE, RATE, hyperparameters, interval
 from funcopt.values import hyper, static
@@ -53,13 +53,6 @@ _DESCENT = dict(learning_rate=RATE, weight_decay=RATE, mask=MASK)
 def _at_step(value: Any, count: Any) -> Any:
     """A hyper-parameter's value at this update: a schedule is read at ``t − 1``."""
     return value(count - 1) if callable(value) else value
-
-
-def _descend(direction: Any, learning_rate: Any, weight_decay: Any, mask: Any) -> Any:
-    """``chain(direction, + λ θ, −η ·)``, as optax's contrib optimizers."""
-    return chain(
-        direction, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate)
-    )
 
 
 class EmaMixtureState(NamedTuple):

@@ -26,7 +26,7 @@ from funcopt.base import GradientTransformation, ScalarOrSchedule, Updates
 from funcopt.combine import chain, precondition
 from funcopt.lifting import Leafwise, moment_like
 from funcopt.moments import bias_correction, second_moment
-from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
+from funcopt.scaling import _descend
 from funcopt.trees import MASK, Mask
 from funcopt.validation import DECAY, NONNEGATIVE, RATE, hyperparameters
 from funcopt.values import hyper
@@ -42,13 +42,6 @@ __all__ = [
 
 _ADAM = dict(b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE)
 _DESCENT = dict(learning_rate=RATE, weight_decay=RATE, mask=MASK)
-
-
-def _descend(direction: Any, learning_rate: Any, weight_decay: Any, mask: Any) -> Any:
-    """``chain(direction, + λ θ, −η ·)``, as optax's Adan."""
-    return chain(
-        direction, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate)
-    )
 
 
 class AdanMomentumState(NamedTuple):

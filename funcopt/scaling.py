@@ -21,6 +21,7 @@ from funcopt.base import (
     Updates,
 )
 from funcopt.clipping import global_norm
+from funcopt.combine import chain
 from funcopt.lifting import Leafwise, abs2, coef, second_moment_like, up
 from funcopt.trees import Mask, resolve_mask, tree_map
 from funcopt.validation import BOOL, DECAY, NONNEGATIVE, POSITIVE, RATE, REAL, one_of
@@ -156,6 +157,21 @@ class add_decayed_weights(Leafwise):
             names=("updates", "updates", "mask"),
         )
         return out, state
+
+
+def _descend(
+    direction: GradientTransformation,
+    learning_rate: Any,
+    weight_decay: Any = None,
+    mask: Any = None,
+) -> GradientTransformation:
+    """``chain(direction, + λ θ, −η ·)``, the tail of AdamW and its relatives; no decay
+    link when ``weight_decay`` is None. (Shared by the optimizer modules, not exported.)"""
+    if weight_decay is None:
+        return chain(direction, scale_by_learning_rate(learning_rate))
+    return chain(
+        direction, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate)
+    )
 
 
 class scale_by_sign(Leafwise):
