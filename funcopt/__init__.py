@@ -43,6 +43,8 @@ from funcopt.base import *  # noqa: F403
 from funcopt.checkpoints import *  # noqa: F403
 from funcopt.clipping import *  # noqa: F403
 from funcopt.combine import *  # noqa: F403
+from funcopt.curvature import *  # noqa: F403
+from funcopt.dadaptation import *  # noqa: F403
 from funcopt.decorrelated import *  # noqa: F403
 from funcopt.dual_averaging import *  # noqa: F403
 from funcopt.ema_mixtures import *  # noqa: F403
@@ -57,8 +59,10 @@ from funcopt.optimizers import *  # noqa: F403
 from funcopt.orthogonal import *  # noqa: F403
 from funcopt.packing import *  # noqa: F403
 from funcopt.parameter_free import *  # noqa: F403
+from funcopt.plateau import *  # noqa: F403
 from funcopt.polyak import *  # noqa: F403
 from funcopt.preconditioners import *  # noqa: F403
+from funcopt.projection import *  # noqa: F403
 from funcopt.scaling import *  # noqa: F403
 from funcopt.schedulefree import *  # noqa: F403
 from funcopt.schedules import *  # noqa: F403

@@ -211,6 +211,30 @@ def _lookahead_params(p: Any) -> Any:
     return fo.LookaheadParams.init_synced(p)
 
 
+def _sam(lib: Any, contrib: Any, lr: Any) -> Any:
+    """SAM over SGD with momentum, one normalised ascent step of 0.05 per cycle."""
+    return contrib.sam(lib.sgd(lr, 0.9), lib.chain(contrib.normalize(), lib.sgd(0.05)))
+
+
+def _no_state(params: Any) -> tuple[()]:
+    return ()
+
+
+def _squares(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+    """g², in at least float32 (jit would fuse a bfloat16 square into float32 math)."""
+
+    def square(g: Any) -> Any:
+        wide = g.astype(jax.numpy.float32) if jax.numpy.finfo(g.dtype).bits < 32 else g
+        return wide * wide
+
+    return jax.tree.map(square, updates), state
+
+
+def _squared_grads(lib: Any) -> Any:
+    """g², a stand-in estimate of the Hessian's diagonal, stateless as optax.stateless."""
+    return lib.GradientTransformation(_no_state, _squares)
+
+
 ENTRIES: list[Entry] = [
     # ---- the chapter's optimizers --------------------------------------------------------
     Entry(
@@ -444,6 +468,54 @@ ENTRIES: list[Entry] = [
     ),
     same("cocob")(lr=1.0, f64=True),
     same("cocob", alpha=20.0, weight_decay=0.01)("cocob-decay", lr=0.5, f64=True, variant=True),
+    same("dadapt_adamw")(lr=1.0, f64=True),
+    same("dadapt_adamw", betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)(
+        "dadapt_adamw-decay", lr=1.0, f64=True, variant=True
+    ),
+    # d₁ = 1e-4: from optax's 1e-6, the float32 steps d η (η ≤ 1e-2 in the long runs) are
+    # below the params' resolution, θ₀ − θ stays 0 and d never grows (optax's neither)
+    same("prodigy", estim_lr0=1e-4)(lr=1.0, f64=True),
+    same("prodigy")("prodigy-defaults", lr=1.0, f64=True, variant=True),
+    same("prodigy", weight_decay=0.1, safeguard_warmup=True, beta3=0.99, estim_lr_coef=0.5)(
+        "prodigy-options", lr=1.0, f64=True, variant=True
+    ),
+    # Mechanic's runs are chaotic (optax against itself from a start moved by 1e-7 parts by
+    # 1e-3 after 1000 float32 steps): 30 float32 steps here, float64 in test_dadaptation.py
+    Entry(
+        "mechanize",
+        lambda lr: fo.mechanize(fo.adam(lr)),
+        ("mechanize",),
+        lambda lr: optax.contrib.mechanize(optax.adam(lr)),
+        steps32=30,
+    ),
+    # ---- curvature and sharpness ---------------------------------------------------------
+    # Sophia with g² for the Hessian's diagonal (Hutchinson's, the default, needs obj_fn=);
+    # γ = 1: with γ = 0.01 the steps are clipped to ±η, a sign, and the runs chaotic.
+    Entry(
+        "sophia",
+        lambda lr: fo.sophia(lr, gamma=1.0, hessian_diagonal_fn=_squared_grads(fo)),
+        ("sophia",),
+        lambda lr: optax.contrib.sophia(lr, gamma=1.0, hessian_diagonal_fn=_squared_grads(optax)),
+        f64=True,
+    ),
+    Entry(
+        "sam",
+        lambda lr: _sam(fo, fo, lr),
+        ("sam", "normalize"),
+        lambda lr: _sam(optax, optax.contrib, lr),
+        f64=True,
+    ),
+    # ---- other coordinates ---------------------------------------------------------------
+    # optax takes the SVD in float32 whatever the dtype: its float64 runs are not funcopt's
+    # (a singular vector's sign may differ at a refresh)
+    same("galore", rank=2, update_proj_gap=10)(),
+    Entry(
+        "split_real_and_imaginary",
+        lambda lr: fo.split_real_and_imaginary(fo.adam(lr)),
+        ("split_real_and_imaginary",),
+        lambda lr: optax.contrib.split_real_and_imaginary(optax.adam(lr)),
+        f64=True,
+    ),
     Entry(
         "lion-smooth",
         lambda lr: fo.chain(fo.scale_by_lion(mode="smooth", smooth_beta=3.0), fo.scale(-lr)),

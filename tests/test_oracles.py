@@ -153,6 +153,14 @@ COMPLEX_ELSEWHERE = {
     "funcopt's |g|² follows the equations by hand in test_ema_mixtures.py",
     "madgrad": "optax sums g², complex, and its cube root refuses complex numbers; funcopt's "
     "|g|² follows the equations by hand in test_dual_averaging.py",
+    "dadapt_adamw": "optax's v averages g·g, complex, and its estimate d turns complex; "
+    "funcopt's |g|² and Re⟨·,·⟩ follow the equations by hand in test_dadaptation.py",
+    "prodigy": "as dadapt_adamw (optax's g·g and complex d; by hand in test_dadaptation.py)",
+    "mechanize": "optax's reward ⟨g, Δ⟩ is complex, and its run diverges; funcopt's "
+    "Re⟨g, Δ⟩ follows the equations by hand in test_dadaptation.py",
+    "sophia": "Sophia clips its step, undefined for complex numbers: both refuse (jnp.clip)",
+    "galore": "optax casts a complex gradient to float32 for the SVD (dropping its imaginary "
+    "part) and projects with Pᵀ; funcopt's Pᴴ is checked by hand in test_projection.py",
 }
 COMPLEX = [
     e for e in registry.available() if e.optax is not None and e.name not in COMPLEX_ELSEWHERE
