@@ -57,6 +57,7 @@ from funcopt.nesterov_estimation import *  # noqa: F403
 from funcopt.optimistic import *  # noqa: F403
 from funcopt.optimizers import *  # noqa: F403
 from funcopt.orthogonal import *  # noqa: F403
+from funcopt.packed_views import *  # noqa: F403
 from funcopt.packing import *  # noqa: F403
 from funcopt.parameter_free import *  # noqa: F403
 from funcopt.plateau import *  # noqa: F403

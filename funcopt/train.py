@@ -34,7 +34,8 @@ from typing import Any
 import jax
 
 from funcopt.base import GradientTransformation, OptState, Params
-from funcopt.packing import Packed, PackedOptState, pack, runs_flat, unpack
+from funcopt.packed_views import packed_value_and_grad, views
+from funcopt.packing import Packed, PackedOptState, pack, runs_flat
 from funcopt.trees import apply_updates
 
 __all__ = ["PackedStep", "TrainStep", "make_packed_train_step", "make_train_step"]
@@ -128,9 +129,12 @@ def make_packed_train_step(
 
     ``step(packed, opt_state, *batch) -> (packed, opt_state, loss[, aux])`` where
     ``packed`` comes from :func:`pack` and ``opt_state`` from :func:`packed_init`.
-    ``loss_fn(params, *batch)`` receives the ordinary pytree (static slices of the
-    buffers, free inside jit). Numbers equal those of :func:`funcopt.make_train_step`
-    up to float rounding.
+    ``loss_fn(params, *batch)`` receives the ordinary pytree, as
+    :func:`~funcopt.views` of the buffers: slices at offsets the compiler cannot see, so
+    that all leaves of one shape share a compiled kernel and the step compiles no slower
+    than the tree step. For an elementwise ``tx`` the gradient is taken with respect to
+    the buffers (:func:`~funcopt.packed_value_and_grad`) and comes out packed. Numbers
+    equal those of :func:`funcopt.make_train_step` up to float rounding.
 
     Args:
         loss_fn: as for :func:`funcopt.make_train_step`.
@@ -164,18 +168,15 @@ def make_packed_train_step(
             )
         stamp, opt_state = opt_state.stamp, opt_state.inner
         if flat:
-            # The barriers keep the slicing and the concatenation out of the model's own
-            # fusions: fused into a matmul's operands or output they turn XLA:CPU's
-            # library matmul into a slow loop (measured: 5× on an MLP step).
-            tree = jax.lax.optimization_barrier(unpack(params))
-            value, g_tree = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)
-            grads = pack(jax.lax.optimization_barrier(g_tree), layout).buffers
-            updates, opt_state = tx.update(grads, opt_state, params.buffers)
+            # The loss sees views() of the buffers (one compiled kernel per leaf shape, not
+            # per leaf) and the gradient is taken w.r.t. the buffers: it comes out packed.
+            value, grads = packed_value_and_grad(loss_fn, has_aux=has_aux)(params, *batch)
+            updates, opt_state = tx.update(grads.buffers, opt_state, params.buffers)
             new = Packed(tuple(apply_updates(params.buffers, updates)), layout)
         else:
-            tree = unpack(params)
+            tree = views(params)
             value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)
-            updates, inner = tx.update(grads, unpack(opt_state), tree)
+            updates, inner = tx.update(grads, views(opt_state), tree)
             new = pack(apply_updates(tree, updates), layout)
             opt_state = pack(inner, opt_state.layout)
         opt_state = PackedOptState(stamp, opt_state)

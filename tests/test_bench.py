@@ -176,3 +176,17 @@ def test_progress_says_torch_is_warmed_up_not_compiled():
     assert "adam 20×1k: compiling optax donated" in progress.said
     assert "adam 20×1k: warming up torch fused" in progress.said
     assert not any("compiling torch" in s for s in progress.said)
+
+
+def test_packed_step_benchmark_script_runs(tmp_path):
+    """docs/bench/packed_step.py (the measurements behind docs/bench/packed-step.md) runs,
+    at its tiny size, and prints a row per variant."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "docs" / "bench" / "packed_step.py"
+    args = [sys.executable, str(script), "--tiny", "--models", "many", "--optimizers", "adam"]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "funcopt packed" in proc.stdout and "optax" in proc.stdout, proc.stdout
