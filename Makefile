@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: demo test lint typecheck docs bench figures clean
+.PHONY: demo test compat lint typecheck docs bench figures clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing funcopt with its runtime dependencies"
@@ -45,7 +45,13 @@ typecheck: $(DEV_STAMP)
 docs: $(DEV_STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
-test: lint typecheck
+# optax's own test files run against funcopt (tests/optax_compat): fails below the floor
+# in tests/optax_compat/FLOOR. `$(PY) tests/optax_compat/run.py --all --baseline` runs
+# the slow tests too, and the same tests against optax itself.
+compat: $(DEV_STAMP)
+	$(PY) tests/optax_compat/run.py --check -n 2
+
+test: lint typecheck compat
 	$(PY) -m pytest -n 2 -q
 
 clean:

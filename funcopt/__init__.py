@@ -86,6 +86,30 @@ _MODULES = [
 __all__ = sorted({name for module in _MODULES for name in module.__all__})
 
 
+def _evaluate_signatures() -> None:
+    """Public functions' (and transform classes') signatures with evaluated annotations.
+
+    The modules use ``from __future__ import annotations``, which leaves annotations as
+    strings; optax's are objects, and code that introspects them (optax's own tests ask
+    whether ``learning_rate`` is annotated ``ScalarOrSchedule``) sees funcopt's as
+    optax's. An annotation that does not evaluate leaves that signature as it was.
+    """
+    import inspect
+
+    for name in __all__:
+        obj = globals().get(name)
+        if inspect.isclass(obj):
+            obj = obj.__dict__.get("__init__")  # the class's own: nothing is inherited
+        if inspect.isfunction(obj) and "__signature__" not in obj.__dict__:
+            try:
+                obj.__signature__ = inspect.signature(obj, eval_str=True)  # type: ignore[attr-defined]
+            except Exception:  # an annotation only type checkers can evaluate
+                pass
+
+
+_evaluate_signatures()
+
+
 def __getattr__(name: str):
     if name == "viz":
         import importlib

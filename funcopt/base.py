@@ -43,6 +43,7 @@ __all__ = [
     "CountState",
     "EmptyState",
     "GradientTransformation",
+    "GradientTransformationExtraArgs",
     "OptState",
     "Params",
     "ScalarOrSchedule",
@@ -50,6 +51,7 @@ __all__ = [
     "StructureError",
     "Updates",
     "safe_increment",
+    "with_extra_args_support",
 ]
 
 Params = Any
@@ -82,6 +84,29 @@ class CountState(NamedTuple):
 
     count: jax.Array  # type: ignore[assignment]  # optax's name; shadows tuple.count
     inner_state: OptState
+
+    def __getattr__(self, name: str) -> Any:
+        """The one field called ``name`` in the inner state, read through the count
+        (``scale_by_adam().init(p).mu``), as in optax, whose states keep the count beside
+        their fields. Looked for in the states (named tuples) the inner state is made of,
+        and in the tuples holding them; an ``AttributeError`` unless exactly one is found."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        found = _fields_named(self.inner_state, name)
+        if len(found) == 1:
+            return found[0]
+        where = "none" if not found else f"{len(found)}: read them with optax.tree_utils"
+        raise AttributeError(f"CountState has no field {name!r}, and its inner state {where}")
+
+
+def _fields_named(state: Any, name: str) -> list[Any]:
+    """The values of the fields called ``name`` in the named tuples of ``state``."""
+    if not isinstance(state, tuple):
+        return []
+    fields = getattr(type(state), "_fields", None)
+    if fields is not None and name in fields:
+        return [getattr(state, name)]
+    return [x for part in state for x in _fields_named(part, name)]
 
 
 def new_count() -> jax.Array:
@@ -217,6 +242,10 @@ class GradientTransformation(Value):
     def __iter__(self) -> Any:
         return iter((self.init, self.update))
 
+    def __getitem__(self, index: Any) -> Any:
+        """``tx[0]`` is ``init`` and ``tx[1]`` is ``update``, as in optax's named tuple."""
+        return (self.init, self.update)[index]
+
 
 def as_array(x: Any) -> Any:
     """A Python number as a 0-d array (as ``jnp.asarray``); anything else as it is."""
@@ -276,6 +305,12 @@ def _short(tx: Any) -> str:
     return text if len(text) < 80 else text[:77] + "..."
 
 
+GradientTransformationExtraArgs = GradientTransformation
+"""optax's name for a transform whose ``update`` takes extra keyword arguments: every
+funcopt transform's does, so it is :class:`GradientTransformation` itself
+(``GradientTransformationExtraArgs(init_fn, update_fn)`` as in optax)."""
+
+
 class FunctionPair(GradientTransformation):
     """A transform made of two functions, ``GradientTransformation(init_fn, update_fn)``.
 
@@ -300,9 +335,12 @@ class FunctionPair(GradientTransformation):
     def apply(
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any
     ) -> tuple[Updates, OptState]:
+        args: tuple[Any, ...] = (updates, state, params)
+        if params is None and not _takes_positionals(self.update_fn, 3):
+            args = (updates, state)  # an update(updates, state, **kw): as optax calls it
         if extra and _takes_extra_args(self.update_fn):
-            return self.update_fn(updates, state, params, **extra)
-        return self.update_fn(updates, state, params)
+            return self.update_fn(*args, **extra)
+        return self.update_fn(*args)
 
     def init(self, params: Params) -> OptState:
         return self.init_fn(params)
@@ -321,6 +359,20 @@ def _takes_extra_args(fn: Callable[..., Any]) -> bool:
     return any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 
+def _takes_positionals(fn: Callable[..., Any], n: int) -> bool:
+    """Whether ``fn`` can be called with ``n`` positional arguments (True if unknown)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    kinds = [p.kind for p in parameters]
+    positional = sum(
+        k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for k in kinds
+    )
+    return positional >= n or inspect.Parameter.VAR_POSITIONAL in kinds
+
+
 def as_transform(tx: Any, where: str = "transform") -> GradientTransformation:
     """``tx`` as a funcopt transform: itself, or a :class:`FunctionPair` of its methods.
 
@@ -332,3 +384,22 @@ def as_transform(tx: Any, where: str = "transform") -> GradientTransformation:
     if not (callable(init) and callable(update)):
         raise TypeError(f"{where}: got {type(tx).__name__}, not a gradient transformation")
     return FunctionPair(init, update)
+
+
+def with_extra_args_support(tx: Any) -> GradientTransformation:
+    """``tx`` with an ``update`` that takes extra keyword arguments, as optax's name does.
+
+    Every funcopt transform's already does (it is returned as is); another library's
+    (optax's ``GradientTransformation``) is wrapped, and receives them only if its
+    ``update`` accepts them.
+
+    Args:
+        tx: a funcopt or optax transform.
+
+    Example:
+        >>> import funcopt
+        >>> tx = funcopt.sgd(0.1)
+        >>> funcopt.with_extra_args_support(tx) is tx
+        True
+    """
+    return as_transform(tx, "with_extra_args_support")

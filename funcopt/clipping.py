@@ -359,6 +359,9 @@ def _check_key(name: str, value: Any) -> Any:
         return int(value)
     if _is_typed_key(value) and value.ndim == 0:
         return value
+    integer = isinstance(value, jax.Array | np.ndarray) and jnp.issubdtype(value.dtype, jnp.integer)
+    if integer and value.ndim == 0:  # a seed made an array, as inject_hyperparams does
+        return value
     if isinstance(value, jax.Array | np.ndarray) and value.dtype == np.uint32 and value.ndim == 1:
         return value
     raise HyperParameterError(
@@ -377,6 +380,8 @@ def _new_key(key: Any) -> jax.Array:
     if _is_typed_key(key):
         data = jnp.array(jax.random.key_data(key), copy=True)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+    if isinstance(key, jax.Array | np.ndarray) and key.ndim == 0:  # a seed made an array
+        return jax.random.key(key)  # (inject_hyperparams injects an integer seed, as optax)
     if isinstance(key, jax.Array | np.ndarray):
         return jax.random.wrap_key_data(jnp.array(key, copy=True))
     return jax.random.key(key)

@@ -180,6 +180,12 @@ def map_leaves(fn: Any, tree: Any, *rest: Any, names: tuple[str, ...] = ()) -> A
     return tree_map(leaf, tree, *rest, names=names)
 
 
+def _concrete(p: Any) -> jax.Array:
+    """A parameter leaf as an array; an abstract one (``jax.ShapeDtypeStruct``) as zeros of
+    its shape and dtype, as optax's ``init`` gives (it calls ``zeros_like``)."""
+    return jnp.zeros_like(p) if isinstance(p, jax.ShapeDtypeStruct) else jnp.asarray(p)
+
+
 class Leafwise(GradientTransformation):
     """A primitive: one per-leaf equation, lifted over the pytree (see the module docstring).
 
@@ -238,7 +244,7 @@ class Leafwise(GradientTransformation):
         if self.State is EmptyState:
             return EmptyState()
         leaves, treedef = flatten(params)
-        per_leaf = [self.init_leaf(jnp.asarray(p)) for p in leaves]
+        per_leaf = [self.init_leaf(_concrete(p)) for p in leaves]
         fields = range(len(self.State._fields))  # type: ignore[attr-defined]
         return self.State(*(treedef.unflatten([s[i] for s in per_leaf]) for i in fields))
 

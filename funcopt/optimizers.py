@@ -41,6 +41,13 @@ _ADAM = dict(
 )  # fmt: skip
 
 
+def _dtype_alias(mu_dtype: Any, accumulator_dtype: Any) -> Any:
+    """``mu_dtype``, or optax's ``accumulator_dtype`` for it (not both)."""
+    if mu_dtype is not None and accumulator_dtype is not None:
+        raise TypeError("give mu_dtype or optax's name for it, accumulator_dtype, not both")
+    return accumulator_dtype if mu_dtype is None else mu_dtype
+
+
 @hyperparameters(learning_rate=RATE)
 def gd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     r"""Plain gradient descent: $\theta_{t+1} = \theta_t - \eta\, g_t$.
@@ -89,12 +96,17 @@ def gdm(
     )
 
 
-@hyperparameters(learning_rate=RATE, momentum=OPTIONAL_DECAY, nesterov=BOOL, mu_dtype=DTYPE)
+@hyperparameters(
+    learning_rate=RATE, momentum=OPTIONAL_DECAY, nesterov=BOOL, mu_dtype=DTYPE,
+    accumulator_dtype=DTYPE,
+)  # fmt: skip
 def sgd(
     learning_rate: ScalarOrSchedule,
     momentum: float | None = None,
     nesterov: bool = False,
     mu_dtype: Any = None,
+    *,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Stochastic gradient descent with optional heavy-ball or Nesterov momentum.
 
@@ -106,6 +118,7 @@ def sgd(
     Args:
         momentum: β in ``[0, 1)`` of the (undamped) trace (:class:`~funcopt.trace`), or
             ``None`` for no momentum and no momentum state.
+        accumulator_dtype: optax's name for ``mu_dtype`` (give one of the two).
 
     Other arguments: see the glossary.
 
@@ -120,6 +133,7 @@ def sgd(
         >>> [round(x, 4) for x in params["w"].tolist()]
         [0.71, -1.71]
     """
+    mu_dtype = _dtype_alias(mu_dtype, accumulator_dtype)
     return chain(
         trace(momentum, nesterov, mu_dtype) if momentum is not None else identity(),
         scale_by_learning_rate(learning_rate),
@@ -270,9 +284,13 @@ def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     return chain(scale_by_sign(), scale_by_learning_rate(learning_rate))
 
 
-@hyperparameters(learning_rate=RATE, beta=DECAY, mu_dtype=DTYPE)
+@hyperparameters(learning_rate=RATE, beta=DECAY, mu_dtype=DTYPE, accumulator_dtype=DTYPE)
 def signum(
-    learning_rate: ScalarOrSchedule, beta: float = 0.9, mu_dtype: Any = None
+    learning_rate: ScalarOrSchedule,
+    beta: float = 0.9,
+    mu_dtype: Any = None,
+    *,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     r"""Signum (Bernstein et al., 2018): the sign of the (damped) momentum.
 
@@ -283,6 +301,7 @@ def signum(
 
     Args:
         beta: β in ``[0, 1)``, decay of the damped momentum ``m``.
+        accumulator_dtype: optax's name for ``mu_dtype`` (give one of the two).
 
     Other arguments: see the glossary.
 
@@ -297,6 +316,7 @@ def signum(
         >>> [round(x, 4) for x in params["w"].tolist()]
         [0.8, -1.8]
     """
+    mu_dtype = _dtype_alias(mu_dtype, accumulator_dtype)
     return chain(
         scale_by_momentum(beta, mu_dtype), scale_by_sign(), scale_by_learning_rate(learning_rate)
     )

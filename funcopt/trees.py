@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import STATE_OWNERS, OptState, Params, StructureError, Updates
+from funcopt.base import STATE_OWNERS, EmptyState, OptState, Params, StructureError, Updates
 from funcopt.validation import HyperParameterError, Kind
 
 __all__ = ["Mask", "MaskedNode", "apply_updates", "check_float_leaves", "check_state"]
@@ -380,6 +380,8 @@ def check_against_init(tx: Any, state: OptState, updates: Updates, params: Param
     Compared once per input signature (at trace time, with ``jax.eval_shape``): the tree
     structure, state types included, then each leaf's shape, and its dtype when the
     params are given (without them ``init`` is only known for params like the updates).
+    A transform that keeps nothing (``init`` gives :class:`EmptyState`) takes any state
+    without leaves, as optax's stateless transforms do (``tx.update(g, None)``).
     """
     like = updates if params is None else params
     try:
@@ -397,6 +399,8 @@ def check_against_init(tx: Any, state: OptState, updates: Updates, params: Param
         if len(cache) > 16:
             cache.pop(next(iter(cache)))
     expected = cache[key]
+    if isinstance(expected, EmptyState) and not jax.tree.leaves(state):
+        return
     if expected is not None:
         what = "init(params)" if params is not None else "init(params like the updates)"
         compare_state(state, expected, what, dtypes=params is not None)

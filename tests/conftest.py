@@ -14,6 +14,10 @@ from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# optax's own tests, run against funcopt by `make compat` (tests/optax_compat/run.py), in
+# their own process and directory: never collected with funcopt's.
+collect_ignore = ["optax_compat"]
+
 settings.register_profile(
     "ci",
     max_examples=25,
