@@ -25,7 +25,7 @@ from funcopt.base import (
     expect_state,
     new_count,
 )
-from funcopt.clipping import _KEY, _new_key, clip
+from funcopt.clipping import _KEY, _is_typed_key, _new_key, clip
 from funcopt.combine import chain, precondition
 from funcopt.lifting import Leafwise, coef, require_params, second_moment_like, up
 from funcopt.preconditioners import debiased_momentum
@@ -213,7 +213,9 @@ class hutchinson_estimator_diag_hessian(GradientTransformation):
 
     Args:
         random_seed: a PRNG key (typed, or a raw ``uint32[2]``) or an integer seed;
-            ``None`` means seed 0.
+            ``None`` means seed 0. The state keeps a typed key typed and holds a raw
+            ``uint32[2]`` key otherwise, as optax's does (a raw key converts to NumPy, so
+            such a state can be compared and saved like any other).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -232,7 +234,10 @@ class hutchinson_estimator_diag_hessian(GradientTransformation):
     random_seed: Any = static(None, _KEY)
 
     def init_state(self, params: Params) -> OptState:
-        return HutchinsonState(key=_new_key(self.random_seed))
+        seed = self.random_seed
+        if _is_typed_key(seed):
+            return HutchinsonState(key=_new_key(seed))
+        return HutchinsonState(key=jax.random.key_data(_new_key(seed)))
 
     def apply(
         self, updates: Updates, state: OptState, params: Params | None, count: Any, **extra: Any

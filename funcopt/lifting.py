@@ -231,6 +231,12 @@ class Leafwise(GradientTransformation):
     def leaf(self, g: jax.Array, *args: Any, **scalars: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement leaf")
 
+    def leaf_options(self, updates: Updates) -> list[dict[str, Any]] | None:
+        """Static keyword arguments for ``leaf``, one dict per leaf of ``updates`` (in
+        flattening order), for a primitive whose per-leaf math depends on a tree aligned
+        with the params (a matrix layout, say); ``None`` (the default): none."""
+        return None
+
     def scalars(self, count: Any) -> dict[str, Any]:
         """Per-update scalars passed to every ``leaf`` call, computed once per update at the
         widest float precision (float64 under x64, as optax) and given to each leaf in its
@@ -281,6 +287,7 @@ class Leafwise(GradientTransformation):
         if self.elementwise and fields:
             check_shapes(g_leaves, treedef, fields, ("updates", *(f"state.{n}" for n in names)))
         scalars = self.scalars(count)
+        options = self.leaf_options(updates)
         prepared: dict[Any, tuple[Any, dict[str, Any]]] = {}
         out: list[Any] = []
         new: list[list[Any]] = []
@@ -292,6 +299,8 @@ class Leafwise(GradientTransformation):
             me, kw = prepared[dtype]
             if self.needs_params:
                 kw = {**kw, "p": up(p_leaves[k])}
+            if options is not None:
+                kw = {**kw, **options[k]}
             x = g.astype(dtype)
             if not stateful:
                 u = me.leaf(x, **kw)

@@ -10,19 +10,21 @@ matches. Complex matrices are orthogonalised with the conjugate transpose.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcopt.base import GradientTransformation, Params, ScalarOrSchedule
+from funcopt.base import GradientTransformation, Params, ScalarOrSchedule, StructureError
 from funcopt.combine import chain
 from funcopt.lifting import Leafwise
 from funcopt.optimizers import adamw
 from funcopt.preconditioners import debiased_momentum
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
-from funcopt.trees import MASK, Mask
+from funcopt.trees import MASK, Mask, keystr
 from funcopt.validation import (
     BOOL,
     DECAY,
@@ -37,10 +39,11 @@ from funcopt.validation import (
     is_traced,
     one_of,
 )
-from funcopt.values import hyper, static
+from funcopt.values import _Static, hyper, static
 from funcopt.wrappers import partition
 
 __all__ = [
+    "MuonDimensionNumbers",
     "muon",
     "orthogonalize_via_newton_schulz",
     "scale_by_muon",
@@ -93,6 +96,118 @@ NS_COEFFS = Kind(_check_coeffs, "a preset name, (a, b, c), or (n, 3) triples")
 PRECONDITIONING = one_of(*_PRECONDITIONINGS)
 
 
+class MuonDimensionNumbers(NamedTuple):
+    """Which axes of a weight form the rows and the columns of the matrix Muon orthogonalises.
+
+    A weight ``W`` used as ``x W = y`` has its reduction (input) axes first and its output
+    axes second: the default ``(0, 1)`` of a 2-D weight. Every other axis is a batch
+    axis: each slice along it is orthogonalised on its own. An axis may be negative; a
+    tuple of axes is flattened into one matrix dimension (``(in, heads, out)`` with
+    ``output_axis=(1, 2)`` is an ``in × (heads·out)`` matrix).
+
+    Attributes:
+        reduction_axis: the axis (or axes) of the matrix's rows, ``n_in``.
+        output_axis: the axis (or axes) of its columns, ``n_out``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> conv = jnp.ones((3, 3, 16, 32))  # a conv kernel (h, w, in, out)
+        >>> dims = funcopt.MuonDimensionNumbers(reduction_axis=2, output_axis=3)
+        >>> funcopt.orthogonalize_via_newton_schulz(conv, dimension_numbers=dims).shape
+        (3, 3, 16, 32)
+    """
+
+    reduction_axis: int | tuple[int, ...] = 0
+    output_axis: int | tuple[int, ...] = 1
+
+
+WeightDimensionNumbers = (
+    MuonDimensionNumbers | Any | Callable[[Params], Any]
+)  # one for every leaf, a tree of them (None: the 2-D default), or a function returning one
+
+
+def _is_dims(x: Any) -> bool:
+    return x is None or isinstance(x, MuonDimensionNumbers)
+
+
+def _check_dims(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, MuonDimensionNumbers) or callable(value):
+        return value
+    for path, leaf in jax.tree_util.tree_flatten_with_path(value, is_leaf=_is_dims)[0]:
+        if not _is_dims(leaf):
+            raise HyperParameterError(
+                f"{name} must be {DIMS.description}, "
+                f"got {name}{keystr(path) if path else ''}={leaf!r}"
+            )
+    return value
+
+
+DIMS = Kind(
+    _check_dims,
+    "a MuonDimensionNumbers, a pytree of them (None: not a Muon leaf), a function of the "
+    "params returning one, or None",
+)
+
+
+def _matrix_axes(
+    shape: tuple[int, ...], dims: MuonDimensionNumbers
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The batch, reduction and output axes of a weight of ``shape`` (non-negative)."""
+    ndim = len(shape)
+
+    def normal(name: str, axes: Any) -> tuple[int, ...]:
+        axes = (axes,) if isinstance(axes, int) else tuple(axes)
+        if not axes or any(not isinstance(a, int) or not -ndim <= a < ndim for a in axes):
+            raise ValueError(
+                f"MuonDimensionNumbers.{name}={axes} is not a non-empty set of axes of a "
+                f"weight of shape {shape}"
+            )
+        return tuple(a % ndim for a in axes)
+
+    reduction = normal("reduction_axis", dims.reduction_axis)
+    output = normal("output_axis", dims.output_axis)
+    if len(set(reduction + output)) < len(reduction) + len(output):
+        raise ValueError(
+            f"the reduction and output axes of {dims} overlap (or repeat) for a weight of "
+            f"shape {shape}"
+        )
+    batch = tuple(a for a in range(ndim) if a not in reduction + output)
+    return batch, reduction, output
+
+
+def _fans(shape: tuple[int, ...], dims: MuonDimensionNumbers | None) -> tuple[int, int]:
+    """``(n_in, n_out)``: the sizes of the matrix's reduction and output dimensions."""
+    if dims is None:
+        return shape[0], shape[1]
+    _, reduction, output = _matrix_axes(shape, dims)
+    return math.prod(shape[a] for a in reduction), math.prod(shape[a] for a in output)
+
+
+def _leaf_dims(spec: Any, updates: Any) -> list[dict[str, Any]] | None:
+    """``{"dims": ...}`` per leaf of ``updates``: ``spec`` applied to every leaf, called on
+    the updates, or broadcast as a prefix tree (entries for masked-out leaves unused)."""
+    if spec is None:
+        return None
+    if callable(spec) and not isinstance(spec, MuonDimensionNumbers):
+        spec = spec(updates)
+    if spec is None or isinstance(spec, MuonDimensionNumbers):
+        return [{"dims": spec}] * len(jax.tree.leaves(updates))
+    out: list[dict[str, Any]] = []
+    try:
+        jax.tree.map(
+            lambda d, sub: out.extend([{"dims": d}] * len(jax.tree.leaves(sub))),
+            spec,
+            updates,
+            is_leaf=_is_dims,
+        )
+    except ValueError as e:
+        raise StructureError(
+            f"weight_dimension_numbers must be a prefix of the updates' tree, of "
+            f"MuonDimensionNumbers or None: {e}"
+        ) from None
+    return out
+
+
 def _gram(x: jax.Array) -> jax.Array:
     """``X Xᴴ`` (the conjugate transpose for complex ``X``)."""
     return x @ x.conj().T
@@ -109,6 +224,7 @@ def orthogonalize_via_newton_schulz(
     ns_steps: int = 5,
     preconditioning: str = "frobenius",
     eps: float = 1e-8,
+    dimension_numbers: MuonDimensionNumbers | None = None,
 ) -> jax.Array:
     r"""Push the singular values of a matrix towards 1 with a quintic Newton–Schulz map.
 
@@ -131,6 +247,9 @@ def orthogonalize_via_newton_schulz(
             rescales the rows of ``G`` by ``1/√(Σ_j |A_ij|)``, Boissin et al. 2025) or
             ``"schatten"`` (the first step divides by the Schatten-4 norm ``‖A‖_F^{1/2}``).
         eps: ε ≥ 0 added to that norm.
+        dimension_numbers: for a weight of any rank, which axes are the matrix's rows
+            and columns (:class:`MuonDimensionNumbers`); the others are batch axes, each
+            slice orthogonalised on its own. ``None``: ``x`` is the matrix.
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -143,9 +262,14 @@ def orthogonalize_via_newton_schulz(
         Array([[1., 0.],
                [0., 1.]], dtype=float32)
     """
-    if jnp.ndim(x) != 2:
+    if dimension_numbers is not None and not isinstance(dimension_numbers, MuonDimensionNumbers):
+        raise TypeError(
+            f"dimension_numbers must be a MuonDimensionNumbers or None, got {dimension_numbers!r}"
+        )
+    if jnp.ndim(x) != 2 and dimension_numbers is None:
         raise ValueError(
-            f"orthogonalize_via_newton_schulz needs a matrix, got shape {jnp.shape(x)}"
+            f"orthogonalize_via_newton_schulz needs a matrix, got shape {jnp.shape(x)}: "
+            "pass dimension_numbers to say which axes form it"
         )
     ns_coeffs = _check_coeffs("ns_coeffs", ns_coeffs)
     ns_steps = integer(1)("ns_steps", ns_steps)
@@ -153,6 +277,22 @@ def orthogonalize_via_newton_schulz(
     coeffs = jnp.asarray(ns_coeffs).astype(x.dtype)
     if coeffs.ndim == 1:
         coeffs = jnp.broadcast_to(coeffs, (ns_steps, 3))
+    if dimension_numbers is None:
+        return _newton_schulz(x, coeffs, preconditioning, eps)
+    shape = jnp.shape(x)
+    batch, reduction, output = _matrix_axes(shape, dimension_numbers)
+    order = batch + reduction + output
+    sizes = [shape[a] for a in order]
+    nb, nr = len(batch), len(reduction)
+    matrices = jnp.transpose(x, order).reshape(
+        (math.prod(sizes[:nb]), math.prod(sizes[nb : nb + nr]), math.prod(sizes[nb + nr :]))
+    )
+    o = jax.vmap(lambda m: _newton_schulz(m, coeffs, preconditioning, eps))(matrices)
+    return jnp.transpose(o.reshape(sizes), [int(a) for a in np.argsort(order)])
+
+
+def _newton_schulz(x: jax.Array, coeffs: jax.Array, preconditioning: str, eps: Any) -> jax.Array:
+    """The iteration on one matrix ``x``, one step per row of ``coeffs``."""
     transposed = x.shape[0] > x.shape[1]
     if transposed:
         x = x.T
@@ -187,6 +327,10 @@ class scale_by_orthogonalization(Leafwise):
         eps: ε ≥ 0 added to the initial norm.
         preconditioning: ``"frobenius"``, ``"spectral"``, ``"aol"`` or ``"schatten"``.
         adaptive: scale by the dual norm ``⟨g, O(g)⟩`` (Pethick et al., 2024).
+        weight_dimension_numbers: how leaves of other ranks form matrices: one
+            :class:`MuonDimensionNumbers` for every leaf, a tree of them shaped like the
+            params (or a prefix of it; ``None`` entries: 2-D matrices), or a function of
+            the updates returning such a tree. ``None``: every leaf is a matrix.
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -203,8 +347,12 @@ class scale_by_orthogonalization(Leafwise):
     eps: float = hyper(NONNEGATIVE, 1e-8)
     preconditioning: str = static("frobenius", PRECONDITIONING)
     adaptive: bool = static(False, BOOL)
+    weight_dimension_numbers: WeightDimensionNumbers | None = static(None, DIMS)
 
     elementwise = False
+
+    def leaf_options(self, updates: Any) -> list[dict[str, Any]] | None:
+        return _leaf_dims(self.weight_dimension_numbers, updates)
 
     def check(self) -> None:
         n = len(self.ns_coeffs) if isinstance(self.ns_coeffs[0], tuple) else None
@@ -213,16 +361,17 @@ class scale_by_orthogonalization(Leafwise):
                 f"ns_coeffs has {n} triples, fewer than ns_steps={self.ns_steps}"
             )
 
-    def leaf(self, g: jax.Array) -> jax.Array:
-        if g.ndim != 2:
+    def leaf(self, g: jax.Array, dims: MuonDimensionNumbers | None = None) -> jax.Array:
+        if g.ndim != 2 and dims is None:
             raise ValueError(
                 f"scale_by_orthogonalization: every leaf must be a matrix, got shape {g.shape}"
+                " (weight_dimension_numbers says how a leaf of another rank forms one)"
             )
         coeffs = self.ns_coeffs
         if isinstance(coeffs[0], tuple):
             coeffs = coeffs[-self.ns_steps :]
         o = orthogonalize_via_newton_schulz(
-            g, coeffs, self.ns_steps, self.preconditioning, self.eps
+            g, coeffs, self.ns_steps, self.preconditioning, self.eps, dims
         )
         if not self.adaptive:
             return o
@@ -240,6 +389,9 @@ class scale_by_shape(Leafwise):
 
     Args:
         consistent_rms: the target RMS ``r`` ≥ 0, or ``None`` for the first scaling.
+        weight_dimension_numbers: which axes give ``n_in`` and ``n_out`` for leaves of
+            other ranks, as in :class:`scale_by_orthogonalization` (``None``: every leaf
+            is an ``(n_in, n_out)`` matrix).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -253,13 +405,20 @@ class scale_by_shape(Leafwise):
     """
 
     consistent_rms: float | None = hyper(interval(0.0, optional=True), None)
+    weight_dimension_numbers: WeightDimensionNumbers | None = static(None, DIMS)
 
     elementwise = False
 
-    def leaf(self, g: jax.Array) -> jax.Array:
-        if g.ndim != 2:
-            raise ValueError(f"scale_by_shape: every leaf must be a matrix, got shape {g.shape}")
-        n_in, n_out = g.shape
+    def leaf_options(self, updates: Any) -> list[dict[str, Any]] | None:
+        return _leaf_dims(self.weight_dimension_numbers, updates)
+
+    def leaf(self, g: jax.Array, dims: MuonDimensionNumbers | None = None) -> jax.Array:
+        if g.ndim != 2 and dims is None:
+            raise ValueError(
+                f"scale_by_shape: every leaf must be a matrix, got shape {g.shape}"
+                " (weight_dimension_numbers says how a leaf of another rank forms one)"
+            )
+        n_in, n_out = _fans(g.shape, dims)
         if self.consistent_rms is None:
             return jnp.sqrt(jnp.maximum(1, n_out / n_in)) * g
         return jnp.sqrt(jnp.maximum(n_in, n_out)) * self.consistent_rms * g
@@ -282,6 +441,7 @@ def scale_by_muon(
     nesterov: bool = True,
     adaptive: bool = False,
     preconditioning: str = "frobenius",
+    weight_dimension_numbers: WeightDimensionNumbers | None = None,
 ) -> GradientTransformation:
     r"""Muon's direction on matrices: orthogonalised bias-corrected (Nesterov) momentum.
 
@@ -299,6 +459,8 @@ def scale_by_muon(
         nesterov: use the Nesterov look-ahead ``m̂`` (see :class:`~funcopt.nesterov_momentum`).
         adaptive: scale ``O(m̂)`` by ``Re⟨m̂, O(m̂)⟩``.
         preconditioning: ``"frobenius"``, ``"spectral"``, ``"aol"`` or ``"schatten"``.
+        weight_dimension_numbers: how leaves of other ranks form matrices (see
+            :class:`scale_by_orthogonalization`); ``None``: every leaf is a matrix.
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -311,13 +473,39 @@ def scale_by_muon(
     """
     return chain(
         debiased_momentum(beta, mu_dtype, nesterov=nesterov),  # m̂
-        scale_by_orthogonalization(ns_coeffs, ns_steps, eps, preconditioning, adaptive),  # O(m̂)
+        scale_by_orthogonalization(  # O(m̂)
+            ns_coeffs, ns_steps, eps, preconditioning, adaptive, weight_dimension_numbers
+        ),
     )
 
 
 def _muon_labels(params: Params) -> Any:
     """``"muon"`` for matrices, ``"adam"`` for every other leaf."""
     return jax.tree.map(lambda x: "muon" if jnp.ndim(x) == 2 else "adam", params)
+
+
+class _LabelsFromDims:
+    """``"muon"`` for the leaves ``spec`` gives dimension numbers, ``"adam"`` where it gives
+    ``None``; a value (equal specs give equal labels, so equal ``muon`` s compile once)."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec, self._key = spec, _Static(spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LabelsFromDims) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __call__(self, params: Params) -> Any:
+        spec = self.spec
+        if callable(spec) and not isinstance(spec, MuonDimensionNumbers):
+            spec = spec(params)
+
+        def label(dims: Any, subtree: Any) -> Any:
+            return jax.tree.map(lambda _: "adam" if dims is None else "muon", subtree)
+
+        return jax.tree.map(label, spec, params, is_leaf=_is_dims)
 
 
 OPTIONAL_RATE = interval(0.0, schedule=True, optional=True)
@@ -327,6 +515,7 @@ OPTIONAL_RATE = interval(0.0, schedule=True, optional=True)
     learning_rate=RATE, **_MUON_ARGS, weight_decay=RATE, weight_decay_mask=MASK,
     adam_b1=DECAY, adam_b2=DECAY, adam_eps_root=NONNEGATIVE, adam_weight_decay=RATE,
     adam_learning_rate=OPTIONAL_RATE, consistent_rms=interval(0.0, optional=True),
+    muon_weight_dimension_numbers=DIMS,
 )  # fmt: skip
 def muon(
     learning_rate: ScalarOrSchedule,
@@ -346,6 +535,7 @@ def muon(
     adam_eps_root: float = 0.0,
     adam_weight_decay: float = 0.0,
     adam_learning_rate: ScalarOrSchedule | None = None,
+    muon_weight_dimension_numbers: WeightDimensionNumbers | None = None,
     consistent_rms: float | None = None,
 ) -> GradientTransformation:
     r"""Muon (Jordan et al., 2024): orthogonalised momentum on 2-D weights, AdamW elsewhere.
@@ -357,8 +547,9 @@ def muon(
 
     with :math:`O` the Newton–Schulz orthogonalisation (:func:`scale_by_muon`); every
     other leaf follows ``adamw(adam_learning_rate, adam_b1, adam_b2, eps, ...,
-    nesterov=nesterov)``, as in ``optax.contrib.muon``, which it matches. Not provided:
-    ``muon_weight_dimension_numbers`` (higher-rank weights).
+    nesterov=nesterov)``, as in ``optax.contrib.muon``, which it matches. Weights of
+    other ranks (convolutions, attention heads) join Muon through
+    ``muon_weight_dimension_numbers``.
 
     Args:
         learning_rate: η ≥ 0 of the matrices, a number or a schedule (also the other
@@ -385,6 +576,11 @@ def muon(
         adam_weight_decay: λ ≥ 0 of the AdamW on the other leaves (no mask: all of them).
         adam_learning_rate: the other leaves' rate, a number or a schedule (default:
             ``learning_rate``).
+        muon_weight_dimension_numbers: which leaves Muon takes and how each forms a
+            matrix: a tree shaped like the params (or a prefix of it) of
+            :class:`MuonDimensionNumbers` (Muon) and ``None`` (AdamW), one
+            :class:`MuonDimensionNumbers` for every leaf, or a function of the params
+            returning such a tree. ``None``: Muon on the 2-D leaves.
         consistent_rms: ``None`` for the ``√max(1, n_out/n_in)`` scaling, or the target
             update RMS ``r`` ≥ 0 (see :class:`scale_by_shape`).
 
@@ -405,6 +601,7 @@ def muon(
     Reference: Jordan et al., Muon: An optimizer for hidden layers, 2024;
     Liu et al., Muon is Scalable for LLM Training, 2025.
     """
+    dims = muon_weight_dimension_numbers
     matrices = chain(
         scale_by_muon(
             ns_coeffs,
@@ -415,8 +612,9 @@ def muon(
             nesterov=nesterov,
             adaptive=adaptive,
             preconditioning=preconditioning,
+            weight_dimension_numbers=dims,
         ),
-        scale_by_shape(consistent_rms),
+        scale_by_shape(consistent_rms, dims),
         add_decayed_weights(weight_decay, weight_decay_mask),
         scale_by_learning_rate(learning_rate),
     )
@@ -431,4 +629,5 @@ def muon(
         adam_weight_decay,
         nesterov=nesterov,
     )
-    return partition({"muon": matrices, "adam": others}, _muon_labels)
+    labels = _muon_labels if dims is None else _LabelsFromDims(dims)
+    return partition({"muon": matrices, "adam": others}, labels)

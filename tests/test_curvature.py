@@ -306,3 +306,22 @@ def test_at_least():
     np.testing.assert_array_equal(u, [-1.0, 2.0])
     with pytest.raises(funcopt.HyperParameterError, match="minimum"):
         funcopt.at_least(float("inf"))
+
+
+def test_hutchinson_state_keeps_the_key_in_optaxs_form():
+    """A raw ``uint32[2]`` key by default (optax's ``PRNGKey(0)``), so that the state
+    converts to NumPy like any other; a typed key given stays typed."""
+    p = jnp.ones(3)
+    for seed in (None, 4, jax.random.PRNGKey(4)):
+        got = funcopt.hutchinson_estimator_diag_hessian(seed).init(p).key
+        want = (
+            optax.contrib.hutchinson_estimator_diag_hessian(
+                jax.random.PRNGKey(0 if seed is None else 4)
+            )
+            .init(p)
+            .key
+        )
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert got.dtype == want.dtype == jnp.uint32
+    typed = funcopt.hutchinson_estimator_diag_hessian(jax.random.key(4)).init(p).key
+    assert jax.dtypes.issubdtype(typed.dtype, jax.dtypes.prng_key)

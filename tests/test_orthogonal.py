@@ -249,3 +249,114 @@ def test_muon_on_complex64_matches_optax_contrib(name, kwargs):
 def test_muon_names_its_own_arguments(kwargs, message):
     with pytest.raises(funcopt.HyperParameterError, match=message):
         funcopt.muon(0.01, **kwargs)
+
+
+# ---- weights of other ranks: MuonDimensionNumbers --------------------------------------
+
+D = funcopt.MuonDimensionNumbers
+CONV_SHAPES = {"conv": (3, 2, 5, 8), "heads": (6, 2, 4), "w": (5, 3), "b": (4,)}
+
+
+def _dims(cls):
+    return {"conv": cls(2, 3), "heads": cls(0, (1, 2)), "w": cls(), "b": None}
+
+
+def test_newton_schulz_with_dimension_numbers_orthogonalises_each_slice():
+    """Batch axes are independent matrices, and axes tuples are flattened in order: the
+    hand-made reshape, orthogonalised slice by slice, is the oracle."""
+    x = jnp.asarray(RNG.normal(size=(3, 2, 5, 8)), jnp.float32)
+    got = funcopt.orthogonalize_via_newton_schulz(x, dimension_numbers=D(2, 3))
+    for i in range(3):
+        for j in range(2):
+            want = funcopt.orthogonalize_via_newton_schulz(x[i, j])
+            np.testing.assert_allclose(got[i, j], want, rtol=1e-5, atol=1e-6)
+    # reduction axis 2, output axes (0, 3): rows x[:, :, r, :] flattened over (0, 3)
+    got = funcopt.orthogonalize_via_newton_schulz(x, dimension_numbers=D(-2, (0, 3)))
+    for j in range(2):
+        matrix = jnp.transpose(x[:, j], (1, 0, 2)).reshape(5, 24)
+        want = funcopt.orthogonalize_via_newton_schulz(matrix).reshape(5, 3, 8)
+        np.testing.assert_allclose(got[:, j], jnp.transpose(want, (1, 0, 2)), atol=1e-6)
+
+
+DIMS_CASES = {
+    "tree-default": ("tree", dict()),
+    "tree-adaptive-aol": ("tree", dict(adaptive=True, preconditioning="aol")),
+    "function-rms": ("function", dict(consistent_rms=0.2, nesterov=False)),
+}
+
+
+@pytest.mark.parametrize(("form", "kwargs"), DIMS_CASES.values(), ids=DIMS_CASES.keys())
+def test_muon_with_dimension_numbers_matches_optax_contrib(form, kwargs):
+    """Convolution kernels and attention heads join Muon as optax's dimension numbers say;
+    a function of the params works as the tree does."""
+
+    def spec(cls):
+        if form == "tree":
+            return _dims(cls)
+        return lambda p: jax.tree.map(
+            lambda x: _dims(cls)[x] if isinstance(x, str) else x, {k: k for k in p}
+        )
+
+    with jax.enable_x64(True):
+        params = random_params(0, jnp.float64, CONV_SHAPES)
+        got, state = run(
+            funcopt.muon(0.01, muon_weight_dimension_numbers=spec(D), **kwargs),
+            params, 150, funcopt.apply_updates,
+        )  # fmt: skip
+        want, _ = run(
+            contrib.muon(0.01, muon_weight_dimension_numbers=spec(contrib.MuonDimensionNumbers),
+                         **kwargs),
+            params, 150, optax.apply_updates,
+        )  # fmt: skip
+        assert_rel_close(got, want, 1e-8)
+    mu = state[0]["muon"][0][0].mu  # the momentum of the Muon leaves only
+    assert isinstance(mu["b"], funcopt.MaskedNode) and mu["conv"].shape == (3, 2, 5, 8)
+
+
+def test_muon_dimension_numbers_decide_which_leaves_are_muon():
+    """A matrix given ``None`` goes to AdamW; one ``MuonDimensionNumbers`` covers every
+    leaf; equal specs give equal transforms (one compilation)."""
+    params = {"w": jnp.ones((4, 3)), "v": jnp.ones((4, 3))}
+    state = funcopt.muon(0.01, muon_weight_dimension_numbers={"w": D(), "v": None}).init(params)
+    muon_mu = state[0]["muon"][0][0].mu
+    assert isinstance(muon_mu["v"], funcopt.MaskedNode) and muon_mu["w"].shape == (4, 3)
+    state = funcopt.muon(0.01, muon_weight_dimension_numbers=D(1, 0)).init(params)
+    assert not any(isinstance(x, funcopt.MaskedNode) for x in state[0]["muon"][0][0].mu.values())
+    assert funcopt.muon(0.01, muon_weight_dimension_numbers=_dims(D)) == funcopt.muon(
+        0.01, muon_weight_dimension_numbers=_dims(D)
+    )
+
+
+NS = funcopt.orthogonalize_via_newton_schulz
+CUBE = jnp.ones((2, 3, 4))
+BAD_DIMS = {
+    "not-dims": (
+        lambda: funcopt.muon(0.1, muon_weight_dimension_numbers={"w": 3}),
+        funcopt.HyperParameterError,
+        r"muon_weight_dimension_numbers\['w'\]=3",
+    ),
+    "overlap": (
+        lambda: NS(CUBE, dimension_numbers=D(0, 0)),
+        ValueError,
+        r"axes of MuonDimensionNumbers\(reduction_axis=0, output_axis=0\) overlap",
+    ),
+    "out-of-range": (
+        lambda: NS(CUBE, dimension_numbers=D(0, 5)),
+        ValueError,
+        r"output_axis=\(5,\) is not .* shape \(2, 3, 4\)",
+    ),
+    "3d-without": (lambda: NS(CUBE), ValueError, r"pass dimension_numbers"),
+    "mismatched-tree": (
+        lambda: funcopt.scale_by_orthogonalization(weight_dimension_numbers={"w": D()}).update(
+            {"x": jnp.ones((2, 2))}, funcopt.EmptyState()
+        ),
+        funcopt.StructureError,
+        r"weight_dimension_numbers must be a prefix",
+    ),
+}
+
+
+@pytest.mark.parametrize(("make", "error", "message"), BAD_DIMS.values(), ids=BAD_DIMS.keys())
+def test_dimension_numbers_errors_name_the_problem(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
