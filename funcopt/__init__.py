@@ -19,7 +19,8 @@ composition. The modules, by concept:
   :mod:`~funcopt.scaling`, :mod:`~funcopt.preconditioners`, :mod:`~funcopt.clipping`,
   :mod:`~funcopt.factored`;
 - optimizers: :mod:`~funcopt.optimizers` (the chapter's), :mod:`~funcopt.adaptive`,
-  :mod:`~funcopt.layerwise`, :mod:`~funcopt.orthogonal` (Muon),
+  :mod:`~funcopt.layerwise`, :mod:`~funcopt.orthogonal` (Muon, on
+  :mod:`~funcopt.newton_schulz`),
   :mod:`~funcopt.schedulefree`, :mod:`~funcopt.optimistic` (min-max games),
   :mod:`~funcopt.parameter_free` (step sizes estimated from the run), Adam's relatives
   :mod:`~funcopt.decorrelated` (ADOPT, ACProp), :mod:`~funcopt.ema_mixtures` (AdEMAMix),
@@ -54,6 +55,7 @@ from funcopt.layerwise import *  # noqa: F403
 from funcopt.lifting import *  # noqa: F403
 from funcopt.moments import *  # noqa: F403
 from funcopt.nesterov_estimation import *  # noqa: F403
+from funcopt.newton_schulz import *  # noqa: F403
 from funcopt.optimistic import *  # noqa: F403
 from funcopt.optimizers import *  # noqa: F403
 from funcopt.orthogonal import *  # noqa: F403

@@ -51,28 +51,6 @@ def _complex_matrix(shape, seed):
     return rng.normal(size=shape) + 1j * rng.normal(size=shape)
 
 
-@pytest.mark.parametrize("shape", [(4, 6), (6, 4)], ids=["wide", "tall"])
-def test_newton_schulz_on_complex_matrices_is_the_svd_polar_factor(shape, x64):
-    """Complex matrices iterate with the conjugate transpose: the classic cubic converges
-    to U Vᴴ of a float64 SVD, and the quintic keeps the singular vectors (Uᴴ O V real,
-    diagonal, with each σ mapped into (0.6, 1.25)). AOL rescales rows, so it does not
-    keep them: it is compared with optax below (test_muon_on_complex64_matches_optax_contrib).
-    """
-    g = _complex_matrix(shape, 1)
-    u, _, vh = np.linalg.svd(g, full_matrices=False)
-    o = funcopt.orthogonalize_via_newton_schulz(jnp.asarray(g), (1.5, -0.5, 0.0), ns_steps=60)
-    assert o.dtype == jnp.complex128 and o.shape == shape
-    np.testing.assert_allclose(np.asarray(o), u @ vh, atol=1e-10)
-    for preconditioning in ("frobenius", "spectral", "schatten"):
-        o = funcopt.orthogonalize_via_newton_schulz(jnp.asarray(g), preconditioning=preconditioning)
-        d = u.conj().T @ np.asarray(o) @ vh.conj().T
-        np.testing.assert_allclose(
-            d - np.diag(np.diag(d)), 0.0, atol=1e-10, err_msg=preconditioning
-        )
-        assert np.all(np.abs(np.diag(d).imag) < 1e-10), preconditioning
-        assert np.all((np.diag(d).real > 0.6) & (np.diag(d).real < 1.25)), preconditioning
-
-
 def test_adaptive_orthogonalization_of_a_complex_matrix_scales_by_a_real_dual_norm(x64):
     """u = Re⟨g, O(g)⟩ O(g), with ⟨g, O⟩ = Σ conj(g) O = Σᵢ σᵢ p(σᵢ) (real)."""
     g = jnp.asarray(_complex_matrix((3, 5), 2))
@@ -261,25 +239,7 @@ def _dims(cls):
     return {"conv": cls(2, 3), "heads": cls(0, (1, 2)), "w": cls(), "b": None}
 
 
-def test_newton_schulz_with_dimension_numbers_orthogonalises_each_slice():
-    """Batch axes are independent matrices, and axes tuples are flattened in order: the
-    hand-made reshape, orthogonalised slice by slice, is the oracle."""
-    x = jnp.asarray(RNG.normal(size=(3, 2, 5, 8)), jnp.float32)
-    got = funcopt.orthogonalize_via_newton_schulz(x, dimension_numbers=D(2, 3))
-    for i in range(3):
-        for j in range(2):
-            want = funcopt.orthogonalize_via_newton_schulz(x[i, j])
-            np.testing.assert_allclose(got[i, j], want, rtol=1e-5, atol=1e-6)
-    # reduction axis 2, output axes (0, 3): rows x[:, :, r, :] flattened over (0, 3)
-    got = funcopt.orthogonalize_via_newton_schulz(x, dimension_numbers=D(-2, (0, 3)))
-    for j in range(2):
-        matrix = jnp.transpose(x[:, j], (1, 0, 2)).reshape(5, 24)
-        want = funcopt.orthogonalize_via_newton_schulz(matrix).reshape(5, 3, 8)
-        np.testing.assert_allclose(got[:, j], jnp.transpose(want, (1, 0, 2)), atol=1e-6)
-
-
 DIMS_CASES = {
-    "tree-default": ("tree", dict()),
     "tree-adaptive-aol": ("tree", dict(adaptive=True, preconditioning="aol")),
     "function-rms": ("function", dict(consistent_rms=0.2, nesterov=False)),
 }
@@ -301,12 +261,12 @@ def test_muon_with_dimension_numbers_matches_optax_contrib(form, kwargs):
         params = random_params(0, jnp.float64, CONV_SHAPES)
         got, state = run(
             funcopt.muon(0.01, muon_weight_dimension_numbers=spec(D), **kwargs),
-            params, 150, funcopt.apply_updates,
+            params, 100, funcopt.apply_updates,
         )  # fmt: skip
         want, _ = run(
             contrib.muon(0.01, muon_weight_dimension_numbers=spec(contrib.MuonDimensionNumbers),
                          **kwargs),
-            params, 150, optax.apply_updates,
+            params, 100, optax.apply_updates,
         )  # fmt: skip
         assert_rel_close(got, want, 1e-8)
     mu = state[0]["muon"][0][0].mu  # the momentum of the Muon leaves only
@@ -327,25 +287,12 @@ def test_muon_dimension_numbers_decide_which_leaves_are_muon():
     )
 
 
-NS = funcopt.orthogonalize_via_newton_schulz
-CUBE = jnp.ones((2, 3, 4))
 BAD_DIMS = {
     "not-dims": (
         lambda: funcopt.muon(0.1, muon_weight_dimension_numbers={"w": 3}),
         funcopt.HyperParameterError,
         r"muon_weight_dimension_numbers\['w'\]=3",
     ),
-    "overlap": (
-        lambda: NS(CUBE, dimension_numbers=D(0, 0)),
-        ValueError,
-        r"axes of MuonDimensionNumbers\(reduction_axis=0, output_axis=0\) overlap",
-    ),
-    "out-of-range": (
-        lambda: NS(CUBE, dimension_numbers=D(0, 5)),
-        ValueError,
-        r"output_axis=\(5,\) is not .* shape \(2, 3, 4\)",
-    ),
-    "3d-without": (lambda: NS(CUBE), ValueError, r"pass dimension_numbers"),
     "mismatched-tree": (
         lambda: funcopt.scale_by_orthogonalization(weight_dimension_numbers={"w": D()}).update(
             {"x": jnp.ones((2, 2))}, funcopt.EmptyState()
