@@ -145,6 +145,16 @@ def _at_least_f32(p: jax.Array) -> jax.Array:
     return moment_like(p, compute_dtype(jnp.result_type(p)))
 
 
+def _adam_sums(params: Params) -> dict[str, Any]:
+    """The parameter-sized buffers D-Adaptation's and Prodigy's Adam keep: ``m``, ``v``
+    and the weighted sum of gradients ``s`` (at least float32)."""
+    return {
+        "exp_avg": jax.tree.map(moment_like, params),
+        "exp_avg_sq": jax.tree.map(second_moment_like, params),
+        "grad_sum": jax.tree.map(_at_least_f32, params),
+    }
+
+
 class DAdaptAdamWState(NamedTuple):
     """State of :class:`dadapt_adamw` (optax's fields): per leaf ``m``, ``v`` and ``s``;
     the estimate ``d`` (``estim_lr``), the numerator ``r`` and the count."""
@@ -212,9 +222,7 @@ class dadapt_adamw(GradientTransformation):
         check_float_leaves(params)
         dtype = _scalar_dtype(params)
         return DAdaptAdamWState(
-            exp_avg=jax.tree.map(moment_like, params),
-            exp_avg_sq=jax.tree.map(second_moment_like, params),
-            grad_sum=jax.tree.map(_at_least_f32, params),
+            **_adam_sums(params),
             estim_lr=jnp.asarray(self.estim_lr0, dtype),
             numerator_weighted=jnp.zeros([], dtype),
             count=jnp.zeros([], jnp.int32),
@@ -328,9 +336,7 @@ class prodigy(GradientTransformation):
         check_float_leaves(params)
         dtype = _scalar_dtype(params)
         return ProdigyState(
-            exp_avg=jax.tree.map(moment_like, params),
-            exp_avg_sq=jax.tree.map(second_moment_like, params),
-            grad_sum=jax.tree.map(_at_least_f32, params),
+            **_adam_sums(params),
             params0=jax.tree.map(_copy, params),
             estim_lr=jnp.asarray(self.estim_lr0, dtype),
             numerator_weighted=jnp.zeros([], dtype),

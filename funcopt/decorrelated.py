@@ -28,8 +28,8 @@ from funcopt.base import GradientTransformation, HyperParameterError, ScalarOrSc
 from funcopt.combine import chain, identity, precondition
 from funcopt.lifting import Leafwise, abs2, moment_like, second_moment_like
 from funcopt.moments import lion_momentum, scale_by_momentum
-from funcopt.scaling import _descend, scale_by_learning_rate
-from funcopt.trees import MASK, Mask
+from funcopt.scaling import _ADAM_ARGS, _DESCENT_ARGS, _descend, scale_by_learning_rate
+from funcopt.trees import Mask
 from funcopt.validation import BOOL, DECAY, DTYPE, NONNEGATIVE, RATE, hyperparameters
 from funcopt.values import hyper, static
 
@@ -43,9 +43,6 @@ __all__ = [
     "scale_by_acprop",
     "scale_by_adopt",
 ]
-
-_ADAM = dict(b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE)
-_DESCENT = dict(learning_rate=RATE, weight_decay=RATE, mask=MASK)
 
 
 def _fourth_root(step: jax.Array) -> jax.Array:
@@ -260,7 +257,7 @@ class lagged_belief_moment(Leafwise):
         return previous, LaggedBeliefState(mu, nu)
 
 
-@hyperparameters(**_ADAM)
+@hyperparameters(**_ADAM_ARGS)
 def scale_by_acprop(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16, eps_root: float = 1e-16
 ) -> GradientTransformation:
@@ -281,7 +278,7 @@ def scale_by_acprop(
     return precondition(identity(), lagged_belief_moment(b1, b2, eps_root), eps=eps)
 
 
-@hyperparameters(**_ADAM, **_DESCENT)
+@hyperparameters(**_ADAM_ARGS, **_DESCENT_ARGS)
 def acprop(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,

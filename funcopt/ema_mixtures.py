@@ -29,9 +29,9 @@ from funcopt.base import GradientTransformation, ScalarOrSchedule, Updates
 from funcopt.combine import chain, precondition
 from funcopt.lifting import Leafwise, moment_like
 from funcopt.moments import bias_correction, second_moment
-from funcopt.scaling import _descend
-from funcopt.trees import MASK, Mask
-from funcopt.validation import DECAY, DTYPE, NONNEGATIVE, RATE, hyperparameters, interval
+from funcopt.scaling import _ADAM_ARGS, _DESCENT_ARGS, _descend
+from funcopt.trees import Mask
+from funcopt.validation import DECAY, DTYPE, RATE, hyperparameters, interval
 from funcopt.values import hyper, static
 
 __all__ = [
@@ -46,8 +46,6 @@ __all__ = [
 ]
 
 DECAY_OR_SCHEDULE = interval(0.0, 1.0, schedule=True)
-_ADAM = dict(b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE)
-_DESCENT = dict(learning_rate=RATE, weight_decay=RATE, mask=MASK)
 
 
 def _at_step(value: Any, count: Any) -> Any:
@@ -111,7 +109,7 @@ class ema_mixture(Leafwise):
         return m1 / weight + alpha * m2, EmaMixtureState(m1, m2)
 
 
-@hyperparameters(**_ADAM, b3=DECAY_OR_SCHEDULE, alpha=RATE, mu_dtype=DTYPE)
+@hyperparameters(**_ADAM_ARGS, b3=DECAY_OR_SCHEDULE, alpha=RATE, mu_dtype=DTYPE)
 def scale_by_ademamix(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -143,7 +141,7 @@ def scale_by_ademamix(
     )
 
 
-@hyperparameters(**_ADAM, **_DESCENT, b3=DECAY_OR_SCHEDULE, alpha=RATE, mu_dtype=DTYPE)
+@hyperparameters(**_ADAM_ARGS, **_DESCENT_ARGS, b3=DECAY_OR_SCHEDULE, alpha=RATE, mu_dtype=DTYPE)
 def ademamix(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -223,7 +221,7 @@ class trace_mixture(Leafwise):
         return m + alpha * g, TraceMixtureState(m)
 
 
-@hyperparameters(**_ADAM, alpha=RATE)
+@hyperparameters(**_ADAM_ARGS, alpha=RATE)
 def scale_by_simplified_ademamix(
     b1: float = 0.99,
     b2: float = 0.95,
@@ -255,7 +253,7 @@ def scale_by_simplified_ademamix(
     )
 
 
-@hyperparameters(**_ADAM, **_DESCENT, alpha=RATE)
+@hyperparameters(**_ADAM_ARGS, **_DESCENT_ARGS, alpha=RATE)
 def simplified_ademamix(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.99,

@@ -26,9 +26,9 @@ from funcopt.base import GradientTransformation, ScalarOrSchedule, Updates
 from funcopt.combine import chain, precondition
 from funcopt.lifting import Leafwise, moment_like
 from funcopt.moments import bias_correction, second_moment
-from funcopt.scaling import _descend
-from funcopt.trees import MASK, Mask
-from funcopt.validation import DECAY, NONNEGATIVE, RATE, hyperparameters
+from funcopt.scaling import _ADAM_ARGS, _DESCENT_ARGS, _descend
+from funcopt.trees import Mask
+from funcopt.validation import DECAY, hyperparameters
 from funcopt.values import hyper
 
 __all__ = [
@@ -39,9 +39,6 @@ __all__ = [
     "nesterov_estimate",
     "scale_by_adan",
 ]
-
-_ADAM = dict(b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE)
-_DESCENT = dict(learning_rate=RATE, weight_decay=RATE, mask=MASK)
 
 
 class AdanMomentumState(NamedTuple):
@@ -135,7 +132,7 @@ class nesterov_estimate(Leafwise):
         return g + (1 - self.decay) * d, NesterovEstimateState(g)
 
 
-@hyperparameters(**_ADAM, b3=DECAY)
+@hyperparameters(**_ADAM_ARGS, b3=DECAY)
 def scale_by_adan(
     b1: float = 0.98,
     b2: float = 0.92,
@@ -172,7 +169,7 @@ def scale_by_adan(
     )
 
 
-@hyperparameters(**_ADAM, **_DESCENT, b3=DECAY)
+@hyperparameters(**_ADAM_ARGS, **_DESCENT_ARGS, b3=DECAY)
 def adan(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.98,

@@ -23,7 +23,7 @@ from funcopt.base import (
 from funcopt.clipping import global_norm
 from funcopt.combine import chain
 from funcopt.lifting import Leafwise, abs2, coef, second_moment_like, up
-from funcopt.trees import Mask, resolve_mask, tree_map
+from funcopt.trees import MASK, Mask, resolve_mask, tree_map
 from funcopt.validation import BOOL, DECAY, NONNEGATIVE, POSITIVE, RATE, REAL, one_of
 from funcopt.values import hyper, static
 
@@ -172,6 +172,14 @@ def _descend(
     return chain(
         direction, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate)
     )
+
+
+_DESCENT_ARGS = dict(learning_rate=RATE, weight_decay=RATE, mask=MASK)
+"""The kinds of :func:`_descend`'s arguments, for the ``@hyperparameters`` of the optimizers
+that end with it."""
+
+_ADAM_ARGS = dict(b1=DECAY, b2=DECAY, eps=NONNEGATIVE, eps_root=NONNEGATIVE)
+"""The kinds of Adam's moment arguments, shared by Adam's relatives."""
 
 
 class scale_by_sign(Leafwise):

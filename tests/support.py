@@ -32,6 +32,12 @@ from oracle import assert_rel_close, quadratic_grads, random_params, run, wave_g
 
 import funcopt
 
+
+def not_scalars(params: Any) -> Any:
+    """A weight-decay mask: True for every leaf but the scalars."""
+    return jax.tree.map(lambda x: x.ndim > 0, params)
+
+
 # ---- wrappers --------------------------------------------------------------------------
 
 

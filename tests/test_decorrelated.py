@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -21,21 +20,17 @@ from support import (
     assert_bfloat16_run_stays_bfloat16,
     assert_follows_equations,
     assert_twins_match_in_float64,
+    not_scalars,
 )
 
 import funcopt
 from funcopt import decorrelated as module
 
-
-def _mask(p):
-    return jax.tree.map(lambda x: x.ndim > 0, p)
-
-
 # Configurations the registry rows leave out: (name, row built by funcopt and by optax)
 TWINS = [
     # (optax rounds 1 − β₂ in float32, 1.7e-4 off for β₂ = 0.9999: in float64 it does not)
     ("adopt-unclipped", lambda o: o.contrib.adopt(1e-2, use_clipping=False)),
-    ("acprop-mask", lambda o: o.contrib.acprop(1e-2, b1=0.8, weight_decay=0.1, mask=_mask)),
+    ("acprop-mask", lambda o: o.contrib.acprop(1e-2, b1=0.8, weight_decay=0.1, mask=not_scalars)),
 ]
 
 

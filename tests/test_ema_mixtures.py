@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -26,15 +25,11 @@ from support import (
     assert_matches_optax,
     assert_one_trace_for_any_values,
     assert_twins_match_in_float64,
+    not_scalars,
 )
 
 import funcopt
 from funcopt import ema_mixtures as module
-
-
-def _mask(p):
-    return jax.tree.map(lambda x: x.ndim > 0, p)
-
 
 # Configurations the registry rows leave out: (name, row built by funcopt and by optax)
 TWINS = [
@@ -45,7 +40,7 @@ TWINS = [
             b3=o.linear_schedule(0.9, 0.999, 300),
             alpha=o.linear_schedule(0.0, 5.0, 300),
             weight_decay=0.1,
-            mask=_mask,
+            mask=not_scalars,
         ),
     ),
     (
