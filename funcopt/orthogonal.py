@@ -28,14 +28,13 @@ from funcopt.newton_schulz import (
     MuonDimensionNumbers,
     WeightDimensionNumbers,
     _fans,
-    _is_dims,
     _leaf_dims,
     orthogonalize_via_newton_schulz,
 )
 from funcopt.optimizers import adamw
 from funcopt.preconditioners import debiased_momentum
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
-from funcopt.trees import MASK, Mask
+from funcopt.trees import MASK, Mask, structure
 from funcopt.validation import (
     BOOL,
     DECAY,
@@ -245,14 +244,9 @@ class _LabelsFromDims:
         return hash(self._key)
 
     def __call__(self, params: Params) -> Any:
-        spec = self.spec
-        if callable(spec) and not isinstance(spec, MuonDimensionNumbers):
-            spec = spec(params)
-
-        def label(dims: Any, subtree: Any) -> Any:
-            return jax.tree.map(lambda _: "adam" if dims is None else "muon", subtree)
-
-        return jax.tree.map(label, spec, params, is_leaf=_is_dims)
+        treedef = structure(params)
+        per_leaf = _leaf_dims(self.spec, params) or []
+        return treedef.unflatten(["adam" if o["dims"] is None else "muon" for o in per_leaf])
 
 
 OPTIONAL_RATE = interval(0.0, schedule=True, optional=True)
