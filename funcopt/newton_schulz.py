@@ -148,6 +148,16 @@ def _matrix_axes(
     return batch, reduction, output
 
 
+def _require_matrix(owner: str, shape: tuple[int, ...], dims: Any) -> None:
+    """A ``ValueError`` naming ``owner`` unless a leaf of ``shape`` is a matrix or has
+    dimension numbers saying how it forms one."""
+    if len(shape) != 2 and dims is None:
+        raise ValueError(
+            f"{owner}: every leaf must be a matrix, got shape {shape}"
+            " (weight_dimension_numbers says how a leaf of another rank forms one)"
+        )
+
+
 def _fans(shape: tuple[int, ...], dims: MuonDimensionNumbers | None) -> tuple[int, int]:
     """``(n_in, n_out)``: the sizes of the matrix's reduction and output dimensions."""
     if dims is None:

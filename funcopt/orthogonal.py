@@ -29,6 +29,7 @@ from funcopt.newton_schulz import (
     WeightDimensionNumbers,
     _fans,
     _leaf_dims,
+    _require_matrix,
     orthogonalize_via_newton_schulz,
 )
 from funcopt.optimizers import adamw
@@ -108,11 +109,7 @@ class scale_by_orthogonalization(Leafwise):
             )
 
     def leaf(self, g: jax.Array, dims: MuonDimensionNumbers | None = None) -> jax.Array:
-        if g.ndim != 2 and dims is None:
-            raise ValueError(
-                f"scale_by_orthogonalization: every leaf must be a matrix, got shape {g.shape}"
-                " (weight_dimension_numbers says how a leaf of another rank forms one)"
-            )
+        _require_matrix("scale_by_orthogonalization", g.shape, dims)
         coeffs = self.ns_coeffs
         if isinstance(coeffs[0], tuple):
             coeffs = coeffs[-self.ns_steps :]
@@ -159,11 +156,7 @@ class scale_by_shape(Leafwise):
         return _leaf_dims(self.weight_dimension_numbers, updates)
 
     def leaf(self, g: jax.Array, dims: MuonDimensionNumbers | None = None) -> jax.Array:
-        if g.ndim != 2 and dims is None:
-            raise ValueError(
-                f"scale_by_shape: every leaf must be a matrix, got shape {g.shape}"
-                " (weight_dimension_numbers says how a leaf of another rank forms one)"
-            )
+        _require_matrix("scale_by_shape", g.shape, dims)
         n_in, n_out = _fans(g.shape, dims)
         if self.consistent_rms is None:
             return jnp.sqrt(jnp.maximum(1, n_out / n_in)) * g
