@@ -7,7 +7,10 @@ are built and measured in one process:
 - ``funcopt tree``: :func:`funcopt.make_train_step`;
 - ``funcopt packed``: :func:`funcopt.make_packed_train_step` (views at opaque offsets);
 - ``packed (static)``: the previous packed step, static slices of the buffers behind
-  optimization barriers and the gradient tree packed (kept here to measure the change).
+  optimization barriers and the gradient tree packed (kept here to measure the change);
+- ``model only, tree`` / ``model only, packed`` (not by default): the loss's forward and
+  backward alone, on the tree and through :func:`funcopt.packed_value_and_grad`, the
+  floor under any optimizer's train step.
 
 Compile is ``.lower(...).compile()`` of a fresh function (median of ``--compile-rounds``),
 the variants in a shuffled order each round;
@@ -20,6 +23,8 @@ steps with ``funcopt tree``'s from the same start.
     python docs/bench/packed_step.py --tiny       # seconds: 40 and 20 leaves
     python docs/bench/packed_step.py --models transformer --optimizers adam  # 148 leaves
     python docs/bench/packed_step.py --models mlp --optimizers adam --leaves 100
+    python docs/bench/packed_step.py --optimizers adam --variants "optax tree" \
+        "funcopt packed" "model only, tree" "model only, packed"      # the model's floor
 """
 
 from __future__ import annotations
@@ -159,6 +164,18 @@ def build(variant: str, loss_fn: Any, opt: str, params: Any) -> tuple[Any, list[
 
         p = copy(params)
         return jax.jit(optax_step, donate_argnums=(0, 1)), [p, otx.init(p)]
+    if variant == "model only, tree":  # the floor: forward + backward, no optimizer
+
+        def tree_grad(p: Any, s: Any, *b: Any) -> Any:
+            return jax.value_and_grad(loss_fn)(p, *b)
+
+        return jax.jit(tree_grad), [copy(params), None]
+    if variant == "model only, packed":
+
+        def packed_grad(p: Any, s: Any, *b: Any) -> Any:
+            return funcopt.packed_value_and_grad(loss_fn)(p, *b)
+
+        return jax.jit(packed_grad), [funcopt.pack(params), None]
     tx = OPTIMIZERS[opt](funcopt)
     if variant == "funcopt tree":
         p = copy(params)
@@ -203,13 +220,14 @@ def measure(
     for _ in range(rounds):
         for v in variants:
             c, args = compiled[v], built[v][1]
+            keep = v.startswith("model only")  # nothing donated, nothing to carry
             out = c(*args, x)
             jax.block_until_ready(out)
-            args[:2] = out[:2]
+            args[:2] = args[:2] if keep else out[:2]
             t0 = time.perf_counter()
             for _ in range(inner):
                 out = c(*args, x)
-                args[:2] = out[:2]
+                args[:2] = args[:2] if keep else out[:2]
             jax.block_until_ready(out)
             times[v].append((time.perf_counter() - t0) / inner * 1e3)
     steps = rounds * (inner + 1)
@@ -225,7 +243,7 @@ def measure(
             row["compile_x"] = row["compile_s"] / base["compile_s"]
             row["step_x"] = row["step_ms"] / base_ms
             row["plan_vs_optax"] = row["plan"] / base["plan"]
-        if ref is not None and "packed" in v:
+        if ref is not None and "packed" in v and not v.startswith("model only"):
             got = funcopt.unpack(built[v][1][0])
             row["max_rel_diff"] = max(
                 float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-30))
