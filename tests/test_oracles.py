@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 import registry
-from oracle import assert_rel_close, quadratic_grads, random_params, rel_err, run
+from oracle import assert_rel_close, quadratic_grads, random_params, rel_err, run_side_by_side
 
 import funcopt
 
@@ -29,9 +29,12 @@ PAPER = registry.oracle_rows("paper")
 @pytest.mark.parametrize("entry", OPTAX32, ids=registry.ids(OPTAX32))
 def test_matches_optax_float32(entry):
     params = random_params(0)
-    got, _ = run(entry.build(entry.lr), entry.params(params), entry.steps32, funcopt.apply_updates)
-    want, _ = run(
-        entry.optax(entry.lr), entry.optax_params(params), entry.steps32, optax.apply_updates
+    (got, _), (want, _) = run_side_by_side(
+        [
+            (entry.build(entry.lr), entry.params(params), funcopt.apply_updates),
+            (entry.optax(entry.lr), entry.optax_params(params), optax.apply_updates),
+        ],
+        entry.steps32,
     )
     assert_rel_close(got, want, 1e-5)
 
@@ -39,8 +42,13 @@ def test_matches_optax_float32(entry):
 @pytest.mark.parametrize("entry", OPTAX64, ids=registry.ids(OPTAX64))
 def test_matches_optax_float64(entry, x64):
     params = random_params(0, jnp.float64)
-    got, _ = run(entry.build(entry.lr), params, 1000, funcopt.apply_updates)
-    want, _ = run(entry.optax(entry.lr), params, 1000, optax.apply_updates)
+    (got, _), (want, _) = run_side_by_side(
+        [
+            (entry.build(entry.lr), params, funcopt.apply_updates),
+            (entry.optax(entry.lr), params, optax.apply_updates),
+        ],
+        1000,
+    )
     chex.assert_trees_all_equal_dtypes(got, params)
     assert_rel_close(got, want, 1e-10)
 
@@ -128,16 +136,25 @@ def _complex_grads(z):
     return jax.tree.map(jnp.conj, jax.grad(loss)(z))
 
 
-def _complex_run(tx, params, apply_updates, steps=300):
-    @jax.jit
-    def step(p, s):
-        u, s = tx.update(_complex_grads(p.fast if hasattr(p, "fast") else p), s, p)
-        return apply_updates(p, u), s
+def _complex_runs(*sides, steps=300):
+    """``steps`` jitted steps of every ``(tx, params, apply_updates)`` side, one program for
+    all of them (each side sees only its own state); returns each side's params."""
 
-    state = tx.init(params)
+    def fast(p):
+        return p.fast if hasattr(p, "fast") else p
+
+    @jax.jit
+    def step(carry):
+        out = []
+        for (tx, _, apply_updates), (p, s) in zip(sides, carry, strict=True):
+            u, s = tx.update(_complex_grads(fast(p)), s, p)
+            out.append((apply_updates(p, u), s))
+        return out
+
+    carry = [(p, tx.init(p)) for tx, p, _ in sides]
     for _ in range(steps):
-        params, state = step(params, state)
-    return params.fast if hasattr(params, "fast") else params
+        carry = step(carry)
+    return [fast(p) for p, _ in carry]
 
 
 # optax's twins that are wrong on complex numbers, each checked against another oracle below
@@ -172,16 +189,18 @@ def test_complex_parameters_match_optax(entry):
     """300 steps on min Σ|z − c|² over complex64 z: second moments use |g|², Muon the
     conjugate transpose, so every optimizer steps as optax's does."""
     zeros = jax.tree.map(jnp.zeros_like, _TARGET)
-    got = _complex_run(entry.build(1e-2), entry.params(zeros), funcopt.apply_updates)
-    want = _complex_run(entry.optax(1e-2), entry.optax_params(zeros), optax.apply_updates)
+    got, want = _complex_runs(
+        (entry.build(1e-2), entry.params(zeros), funcopt.apply_updates),
+        (entry.optax(1e-2), entry.optax_params(zeros), optax.apply_updates),
+    )
     chex.assert_trees_all_equal_dtypes(got, zeros)
     err = rel_err(got, want)
     if err > 1e-5:  # normalised steps (NovoGrad) orbit the optimum: compare with the chaos
         nudged = jax.tree.map(lambda x: x + 1e-6, zeros)  # optax against itself, nudged
-        spread = rel_err(
-            _complex_run(entry.optax(1e-2), entry.optax_params(nudged), optax.apply_updates),
-            want,
+        (moved,) = _complex_runs(
+            (entry.optax(1e-2), entry.optax_params(nudged), optax.apply_updates)
         )
+        spread = rel_err(moved, want)
         assert err <= 10 * spread, f"relative error {err:.3g}, optax's own spread {spread:.3g}"
 
 
