@@ -3,7 +3,8 @@
 ``random_params`` builds nested pytrees of mixed shapes; ``quadratic_grads``,
 ``wavy_grads`` and ``wave_grads`` are deterministic gradient functions of the params and
 the step; ``run`` drives any ``(init, update)`` pair for many steps inside one
-``lax.scan`` (one compilation), ``run_side_by_side`` several in one program;
+``lax.scan`` (one compilation), ``run_side_by_side`` several in one program (and
+``run_against_optax`` a funcopt transform and its optax twin);
 ``assert_rel_close`` compares leaf by leaf with a relative error.
 """
 
@@ -115,6 +116,30 @@ def run_side_by_side(
         return carry
 
     return [tuple(side) for side in go([params for _, params, _ in sides])]  # type: ignore[misc]
+
+
+def run_against_optax(
+    ours: Any,
+    theirs: Any,
+    params: Any,
+    steps: int,
+    grad_fn: Callable[[Any, jax.Array], Any] = quadratic_grads,
+    theirs_params: Any = None,
+) -> tuple[Any, Any]:
+    """Final params of ``ours`` (stepped by ``funcopt.apply_updates``) and of the optax
+    ``theirs`` (by ``optax.apply_updates``), ``steps`` updates each from ``params``
+    (``theirs_params`` where optax's params are another type), side by side in one program."""
+    import optax
+
+    import funcopt
+
+    start = params if theirs_params is None else theirs_params
+    (got, _), (want, _) = run_side_by_side(
+        [(ours, params, funcopt.apply_updates), (theirs, start, optax.apply_updates)],
+        steps,
+        grad_fn,
+    )
+    return got, want
 
 
 def run(

@@ -33,7 +33,7 @@ from oracle import (
     quadratic_grads,
     random_params,
     run,
-    run_side_by_side,
+    run_against_optax,
     wave_grads,
     wavy_grads,
 )
@@ -58,10 +58,7 @@ def assert_matches_optax(
 ) -> None:
     """1000 steps of ``ours`` and of the optax ``theirs`` from ``params`` (``theirs_params``
     where optax's params are another type) agree, leaf by leaf, to 1e-5 in float32."""
-    start = params if theirs_params is None else theirs_params
-    (got, _), (want, _) = run_side_by_side(
-        [(ours, params, funcopt.apply_updates), (theirs, start, optax.apply_updates)], 1000, grads
-    )
+    got, want = run_against_optax(ours, theirs, params, 1000, grads, theirs_params)
     got, want = jax.tree.leaves(got), jax.tree.leaves(want)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in got)
     assert_rel_close(got, want, 1e-5)
@@ -314,13 +311,8 @@ def assert_optimizer_with_schedule_matches_optax(
 ) -> None:
     """1000 steps of ``ours`` fed funcopt's schedule against ``theirs`` fed optax's."""
     params = random_params(0, shapes=SMALL)  # compiling the 1000-step scan is the cost
-    (got, _), (want, _) = run_side_by_side(
-        [
-            (ours(build(funcopt)), params, funcopt.apply_updates),
-            (theirs(build(optax)), params, optax.apply_updates),
-        ],
-        1000,
-        wave_grads,
+    got, want = run_against_optax(
+        ours(build(funcopt)), theirs(build(optax)), params, 1000, wave_grads
     )
     assert_rel_close(got, want, 1e-5)
 
@@ -348,13 +340,7 @@ def assert_twins_match_in_float64(
     """``make(funcopt)`` and ``make(optax)`` (a row as for :class:`FuncoptAsOptax`, fed
     optax's schedules) over ``steps`` float64 steps (under the ``x64`` fixture)."""
     params = random_params(0, jnp.float64)
-    (got, _), (want, _) = run_side_by_side(
-        [
-            (make(FuncoptAsOptax(optax)), params, funcopt.apply_updates),
-            (make(optax), params, optax.apply_updates),
-        ],
-        steps,
-    )
+    got, want = run_against_optax(make(FuncoptAsOptax(optax)), make(optax), params, steps)
     assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(got))
     assert_rel_close(got, want, tol)
 

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import optax.contrib
 import pytest
-from oracle import assert_rel_close, quadratic_grads, random_params, rel_err, run
+from oracle import assert_rel_close, quadratic_grads, random_params, rel_err, run, run_against_optax
 from support import (
     assert_bfloat16_run_stays_bfloat16,
     assert_optimizer_with_schedule_matches_optax,
@@ -70,8 +70,8 @@ def test_mechanize_of_an_optax_optimizer_follows_optax_until_the_chaos():
     """30 float32 steps (by step 50 rounding differences have grown to 1e-4; the registry's
     row runs Mechanic over funcopt's Adam)."""
     params = random_params(0)
-    got, _ = run(funcopt.mechanize(optax.adam(1.0)), params, 30, funcopt.apply_updates)
-    want, _ = run(optax.contrib.mechanize(optax.adam(1.0)), params, 30, optax.apply_updates)
+    ours, theirs = funcopt.mechanize(optax.adam(1.0)), optax.contrib.mechanize(optax.adam(1.0))
+    got, want = run_against_optax(ours, theirs, params, 30)
     assert_rel_close(got, want, 1e-5)
 
 

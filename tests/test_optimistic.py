@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from oracle import assert_rel_close, random_params, run
+from oracle import assert_rel_close, random_params, run_against_optax
 
 import funcopt
 
@@ -55,8 +55,7 @@ def test_deprecated_optimistic_adam_matches_optax():
         theirs = optax.optimistic_adam(0.01, optimism=0.02)
     with pytest.warns(DeprecationWarning, match="optimistic_adam_v2"):
         ours = funcopt.optimistic_adam(0.01, optimism=0.02)
-    got, _ = run(ours, params, 300, funcopt.apply_updates)
-    want, _ = run(theirs, params, 300, optax.apply_updates)
+    got, want = run_against_optax(ours, theirs, params, 300)
     assert_rel_close(got, want, 1e-5)
 
 
@@ -71,7 +70,6 @@ def test_optimistic_adam_v2_takes_a_schedule():
     tx = funcopt.optimistic_adam_v2(schedule, alpha=0.5)
     theirs = optax.optimistic_adam_v2(optax.linear_schedule(0.1, 0.0, 10), alpha=0.5)
     params = {"w": jnp.ones(3)}
-    got, _ = run(tx, params, 12, funcopt.apply_updates)
-    want, _ = run(theirs, params, 12, optax.apply_updates)
+    got, want = run_against_optax(tx, theirs, params, 12)
     assert_rel_close(got, want, 1e-6)
     assert jax.tree.structure(got) == jax.tree.structure(params)

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 import registry
-from oracle import assert_rel_close, quadratic_grads, random_params, rel_err, run_side_by_side
+from oracle import assert_rel_close, quadratic_grads, random_params, rel_err, run_against_optax
 
 import funcopt
 
@@ -29,12 +29,12 @@ PAPER = registry.oracle_rows("paper")
 @pytest.mark.parametrize("entry", OPTAX32, ids=registry.ids(OPTAX32))
 def test_matches_optax_float32(entry):
     params = random_params(0)
-    (got, _), (want, _) = run_side_by_side(
-        [
-            (entry.build(entry.lr), entry.params(params), funcopt.apply_updates),
-            (entry.optax(entry.lr), entry.optax_params(params), optax.apply_updates),
-        ],
+    got, want = run_against_optax(
+        entry.build(entry.lr),
+        entry.optax(entry.lr),
+        entry.params(params),
         entry.steps32,
+        theirs_params=entry.optax_params(params),
     )
     assert_rel_close(got, want, 1e-5)
 
@@ -42,13 +42,7 @@ def test_matches_optax_float32(entry):
 @pytest.mark.parametrize("entry", OPTAX64, ids=registry.ids(OPTAX64))
 def test_matches_optax_float64(entry, x64):
     params = random_params(0, jnp.float64)
-    (got, _), (want, _) = run_side_by_side(
-        [
-            (entry.build(entry.lr), params, funcopt.apply_updates),
-            (entry.optax(entry.lr), params, optax.apply_updates),
-        ],
-        1000,
-    )
+    got, want = run_against_optax(entry.build(entry.lr), entry.optax(entry.lr), params, 1000)
     chex.assert_trees_all_equal_dtypes(got, params)
     assert_rel_close(got, want, 1e-10)
 

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 from optax import contrib
-from oracle import assert_rel_close, quadratic_grads, random_params, run
+from oracle import assert_rel_close, quadratic_grads, random_params, run, run_against_optax
 
 import funcopt
 
@@ -130,13 +130,11 @@ MUON = [
 @pytest.mark.parametrize(("name", "kwargs", "steps"), MUON, ids=[m[0] for m in MUON])
 def test_muon_matches_optax_contrib(name, kwargs, steps):
     params = random_params(0)
-    got, _ = run(funcopt.muon(**kwargs), params, 200, funcopt.apply_updates)
-    want, _ = run(contrib.muon(**kwargs), params, 200, optax.apply_updates)
+    got, want = run_against_optax(funcopt.muon(**kwargs), contrib.muon(**kwargs), params, 200)
     assert_rel_close(got, want, 1e-5)
     with jax.enable_x64(True):
         params = random_params(0, jnp.float64)
-        got, _ = run(funcopt.muon(**kwargs), params, steps, funcopt.apply_updates)
-        want, _ = run(contrib.muon(**kwargs), params, steps, optax.apply_updates)
+        got, want = run_against_optax(funcopt.muon(**kwargs), contrib.muon(**kwargs), params, steps)
         assert_rel_close(got, want, 1e-8)
 
 
@@ -202,8 +200,8 @@ COMPLEX_MUON = [
 def test_muon_on_complex64_matches_optax_contrib(name, kwargs):
     """Complex matrices are orthogonalised with the conjugate transpose, as optax does."""
     params = _complex_params()
-    got, _ = run(funcopt.muon(**kwargs), params, 200, funcopt.apply_updates, _complex_grads)
-    want, _ = run(contrib.muon(**kwargs), params, 200, optax.apply_updates, _complex_grads)
+    ours, theirs = funcopt.muon(**kwargs), contrib.muon(**kwargs)
+    got, want = run_against_optax(ours, theirs, params, 200, _complex_grads)
     assert {x.dtype for x in jax.tree.leaves(got)} == {jnp.dtype(jnp.complex64)}
     assert _complex_rel_err(got, want) <= 1e-5
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from oracle import assert_rel_close, random_params, run
+from oracle import assert_rel_close, random_params, run_against_optax
 
 import funcopt
 
@@ -97,22 +97,19 @@ TWINS = [
 def test_direction_equals_optax_float64(name, ours, theirs, kwargs, x64):
     params = random_params(0, jnp.float64)
     step = optax.scale(-1e-3)
-    got, _ = run(funcopt.chain(ours(**kwargs), step), params, 300, funcopt.apply_updates)
-    want, _ = run(optax.chain(theirs(**kwargs), step), params, 300, optax.apply_updates)
+    ours, theirs = funcopt.chain(ours(**kwargs), step), optax.chain(theirs(**kwargs), step)
+    got, want = run_against_optax(ours, theirs, params, 300)
     assert_rel_close(got, want, 1e-10)
 
 
 def test_yogi_differs_from_optax_only_in_its_first_moment_start(x64):
     """optax starts m at v₀ = 10⁻⁶; funcopt at 0 (the paper): both agree given the same m₀."""
     params = random_params(0, jnp.float64)
-    got, _ = run(
+    got, want = run_against_optax(
         funcopt.chain(funcopt.scale_by_yogi(), optax.scale(-1e-3)),
+        optax.chain(optax.scale_by_yogi(), optax.scale(-1e-3)),
         params,
         300,
-        funcopt.apply_updates,
-    )
-    want, _ = run(
-        optax.chain(optax.scale_by_yogi(), optax.scale(-1e-3)), params, 300, optax.apply_updates
     )
     assert_rel_close(got, want, 1e-5)
 
