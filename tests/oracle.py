@@ -16,6 +16,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+import funcopt
 
 SHAPES = {"dense": {"w": (7, 5), "b": (5,)}, "scalar": (), "seq": [(3,), (2, 3, 4)], "col": (6, 1)}
 
@@ -129,10 +132,6 @@ def run_against_optax(
     """Final params of ``ours`` (stepped by ``funcopt.apply_updates``) and of the optax
     ``theirs`` (by ``optax.apply_updates``), ``steps`` updates each from ``params``
     (``theirs_params`` where optax's params are another type), side by side in one program."""
-    import optax
-
-    import funcopt
-
     start = params if theirs_params is None else theirs_params
     (got, _), (want, _) = run_side_by_side(
         [(ours, params, funcopt.apply_updates), (theirs, start, optax.apply_updates)],

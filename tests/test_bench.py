@@ -179,18 +179,31 @@ def test_progress_says_torch_is_warmed_up_not_compiled():
     assert not any("compiling torch" in s for s in progress.said)
 
 
-def test_packed_step_benchmark_script_runs(tmp_path):
-    """docs/bench/packed_step.py (the measurements behind docs/bench/packed-step.md) runs,
-    at its tiny size, and prints a row per variant."""
+def _run_bench_script(tmp_path, name: str, *args: str) -> str:
+    """Runs docs/bench/``name`` with ``args`` in ``tmp_path``; its stdout (it must succeed)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "docs" / "bench" / "packed_step.py"
-    args = [sys.executable, str(script), "--tiny", "--models", "many", "--optimizers", "adam"]
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    script = Path(__file__).resolve().parent.parent / "docs" / "bench" / name
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "funcopt packed" in proc.stdout and "optax" in proc.stdout, proc.stdout
+    return proc.stdout
+
+
+def test_packed_step_benchmark_script_runs(tmp_path):
+    """docs/bench/packed_step.py (the measurements behind docs/bench/packed-step.md) runs,
+    at its tiny size, and prints a row per variant."""
+    out = _run_bench_script(
+        tmp_path, "packed_step.py", "--tiny", "--models", "many", "--optimizers", "adam"
+    )
+    assert "funcopt packed" in out and "optax" in out, out
 
 
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="needs a C++ compiler")
@@ -198,14 +211,9 @@ def test_fused_adam_kernel_script_runs_and_matches_funcopt(tmp_path):
     """docs/bench/fused_adam.py (item 5's measurement) builds its kernel, checks that ten
     kernel steps equal ten funcopt.adam steps (relative 1e-5: the kernel folds the bias
     corrections into two scalars), and prints a row per variant, at a small size."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parent.parent / "docs" / "bench" / "fused_adam.py"
-    args = [sys.executable, str(script), "--size", "4096", "--rounds", "1", "--inner", "1"]
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    diff = float(proc.stdout.split("after 10 steps: ")[1].split()[0])
+    out = _run_bench_script(
+        tmp_path, "fused_adam.py", "--size", "4096", "--rounds", "1", "--inner", "1"
+    )
+    diff = float(out.split("after 10 steps: ")[1].split()[0])
     assert diff < 1e-5
-    assert "FFI kernel" in proc.stdout and "funcopt.adam" in proc.stdout, proc.stdout
+    assert "FFI kernel" in out and "funcopt.adam" in out, out
