@@ -50,6 +50,7 @@ from funcopt.decorrelated import *  # noqa: F403
 from funcopt.dual_averaging import *  # noqa: F403
 from funcopt.ema_mixtures import *  # noqa: F403
 from funcopt.factored import *  # noqa: F403
+from funcopt.fused import *  # noqa: F403
 from funcopt.hyperparams import *  # noqa: F403
 from funcopt.layerwise import *  # noqa: F403
 from funcopt.lifting import *  # noqa: F403

@@ -34,6 +34,7 @@ from typing import Any
 import jax
 
 from funcopt.base import GradientTransformation, OptState, Params
+from funcopt.fused import ordered_update_and_apply
 from funcopt.packed_views import packed_value_and_grad, views
 from funcopt.packing import Packed, PackedOptState, pack, runs_flat
 from funcopt.trees import apply_updates
@@ -46,15 +47,20 @@ TrainStep = Callable[..., tuple[Any, ...]]
 
 
 def _pure_step(
-    loss_fn: Callable[..., Any], tx: GradientTransformation | Any, has_aux: bool
+    loss_fn: Callable[..., Any],
+    tx: GradientTransformation | Any,
+    has_aux: bool,
+    fused: bool | None = None,
 ) -> TrainStep:
-    """The un-jitted train step: value-and-grad, ``tx.update``, ``apply_updates``."""
+    """The un-jitted train step: value-and-grad, then ``tx.update`` and ``apply_updates``
+    (:func:`~funcopt.update_and_apply`)."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
     def step(params: Params, opt_state: OptState, *batch: Any) -> tuple[Any, ...]:
         value, grads = grad_fn(params, *batch)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = apply_updates(params, updates)
+        params, opt_state, value = ordered_update_and_apply(
+            tx, grads, opt_state, params, value, fused
+        )
         if has_aux:
             loss, aux = value
             return params, opt_state, loss, aux
@@ -71,6 +77,7 @@ def make_train_step(
     donate: bool = True,
     jit: bool = True,
     static_argnums: Sequence[int] = (),
+    fused: bool | None = None,
 ) -> TrainStep:
     """Build ``step(params, opt_state, *batch) -> (params, opt_state, loss[, aux])``.
 
@@ -89,6 +96,10 @@ def make_train_step(
             for use under ``jax.vmap``, ``lax.scan`` or your own ``jax.jit``.
         static_argnums: positions (counting ``params`` as 0) of static arguments
             among ``batch``, passed on to ``jax.jit``.
+        fused: the one-pass Adam kernel for :func:`~funcopt.adam` and
+            :func:`~funcopt.adamw` on CPU (:func:`~funcopt.update_and_apply`): ``None``
+            (default) where it applies, ``True`` always (an error where it cannot run),
+            ``False`` never. The numbers are the same either way.
 
     Returns:
         The step function; when jitted it has ``.lower(...)`` like any ``jax.jit``.
@@ -102,7 +113,7 @@ def make_train_step(
         >>> params["w"]
         Array([0.8, 0.8], dtype=float32)
     """
-    step = _pure_step(loss_fn, tx, has_aux)
+    step = _pure_step(loss_fn, tx, has_aux, fused)
     if not jit:
         return step
     return jax.jit(
@@ -124,6 +135,7 @@ def make_packed_train_step(
     donate: bool = True,
     jit: bool = True,
     elementwise: bool | None = None,
+    fused: bool | None = None,
 ) -> PackedStep:
     """A train step whose parameters and optimizer state stay packed across steps.
 
@@ -145,6 +157,9 @@ def make_packed_train_step(
         elementwise: run ``tx`` on the flat buffers (True) or on the tree view (False);
             default :func:`is_elementwise` ``(tx)``. Forcing True on a transform with
             per-leaf structure gives wrong numbers.
+        fused: the one-pass Adam kernel on the flat buffers, one call per buffer, as in
+            :func:`funcopt.make_train_step` (elementwise mode only; ``True`` in tree mode
+            is an error).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -158,6 +173,8 @@ def make_packed_train_step(
         (2.5, Array([0.5, 1. ], dtype=float32))
     """
     flat = runs_flat(elementwise, tx)
+    if fused and not flat:
+        raise ValueError("make_packed_train_step(fused=True) needs the elementwise mode")
 
     def step(params: Packed, opt_state: OptState, *batch: Any) -> tuple[Any, ...]:
         layout = params.layout
@@ -171,8 +188,10 @@ def make_packed_train_step(
             # The loss sees views() of the buffers (one compiled kernel per leaf shape, not
             # per leaf) and the gradient is taken w.r.t. the buffers: it comes out packed.
             value, grads = packed_value_and_grad(loss_fn, has_aux=has_aux)(params, *batch)
-            updates, opt_state = tx.update(grads.buffers, opt_state, params.buffers)
-            new = Packed(tuple(apply_updates(params.buffers, updates)), layout)
+            buffers, opt_state, value = ordered_update_and_apply(
+                tx, grads.buffers, opt_state, params.buffers, value, fused
+            )
+            new = Packed(tuple(buffers), layout)
         else:
             tree = views(params)
             value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)

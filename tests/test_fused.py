@@ -1,0 +1,306 @@
+"""update_and_apply and the one-pass Adam kernel: the numbers of the pure-JAX step and of
+optax, the state tx.init made, and every transformation the step is used under."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import funcopt
+from funcopt.fused import MIN_SIZE, TARGET
+
+needs_kernel = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None,
+    reason="no C++ compiler on this machine: the kernel cannot be built",
+)
+pytestmark = needs_kernel
+
+CLOSE = dict(rtol=2e-6, atol=1e-6)
+"""Kernel against pure step: float32 rounding, a few ulps of the parameters' scale (0.3),
+compounded over 20 steps (XLA's own regrouping of the same divisions differs as much)."""
+
+BIG = (300, 256)  # 76,800 elements: over MIN_SIZE, so the default runs it through the kernel
+assert BIG[0] * BIG[1] >= MIN_SIZE
+
+
+def make_params(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "w": jnp.asarray(rng.standard_normal(BIG), jnp.float32),
+        "b": jnp.asarray(rng.standard_normal(256), jnp.float32),
+        "none": None,
+    }
+
+
+def loss_fn(params, x):
+    """A convex loss with coordinates of many scales (non-chaotic: runs compare closely)."""
+    w, b = params["w"], params["b"]
+    return 0.5 * jnp.sum(x[:, None] * jnp.square(w - 0.3)) + jnp.sum(jnp.abs(b) ** 1.5)
+
+
+X = jnp.logspace(-2, 1, BIG[0], dtype=jnp.float32)
+
+TRANSFORMS = {
+    "adam": funcopt.adam(3e-2),
+    "adamw": funcopt.adamw(3e-2, weight_decay=0.1),
+    "adam, schedule": funcopt.adam(funcopt.cosine_decay_schedule(5e-2, 20)),
+    "adamw, scheduled decay": funcopt.adamw(
+        1e-2, b1=0.8, b2=0.99, eps=1e-6, weight_decay=funcopt.linear_schedule(0.1, 0.0, 20)
+    ),
+    "adam, array hyper-parameters": funcopt.adam(jnp.asarray(2e-2), b1=jnp.asarray(0.85)),
+    "adam written out": funcopt.chain(
+        funcopt.scale_by_adam(0.9, 0.999, 1e-8), funcopt.scale_by_learning_rate(3e-2)
+    ),
+}
+
+
+def kernel_calls(step, *args) -> int:
+    """How many times the compiled step calls the kernel."""
+    return step.lower(*args).compile().as_text().count(f'custom_call_target="{TARGET}"')
+
+
+def run(tx, steps: int, fused, params=None):
+    step = funcopt.make_train_step(loss_fn, tx, fused=fused)
+    params = make_params() if params is None else params
+    state = tx.init(params)
+    losses = []
+    for _ in range(steps):
+        params, state, loss = step(params, state, X)
+        losses.append(float(loss))
+    return params, state, losses
+
+
+def test_the_kernel_builds_here():
+    assert funcopt.fused_adam_available(), funcopt.fused._load()
+
+
+@pytest.mark.parametrize("name", TRANSFORMS)
+def test_kernel_step_equals_the_pure_jax_step(name):
+    """20 steps, every leaf through the kernel, against tx.update + apply_updates in XLA:
+    the same numbers to float32 rounding, and the state tx.init made (same structure,
+    types and dtypes)."""
+    tx = TRANSFORMS[name]
+    assert funcopt.fused.adam_plan(tx) is not None
+    fused = run(tx, 20, True)
+    pure = run(tx, 20, False)
+    chex.assert_trees_all_equal_structs(fused[1], pure[1])
+    chex.assert_trees_all_equal_dtypes(fused[:2], pure[:2])
+    chex.assert_trees_all_close(fused[:2], pure[:2], **CLOSE)
+    np.testing.assert_allclose(fused[2], pure[2], rtol=2e-6)
+    assert fused[2][-1] < 0.9 * fused[2][0]  # and it trains
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (funcopt.adam(3e-2), optax.adam(3e-2)),
+        (funcopt.adamw(3e-2, weight_decay=0.1), optax.adamw(3e-2, weight_decay=0.1)),
+    ],
+    ids=["adam", "adamw"],
+)
+def test_kernel_step_equals_optax(ours, theirs):
+    """The independent oracle: optax's hand-written step, 20 steps."""
+    params, state, losses = run(ours, 20, True)
+    p, s = make_params(), theirs.init(make_params())
+
+    @jax.jit
+    def step(p, s):
+        loss, g = jax.value_and_grad(loss_fn)(p, X)
+        u, s = theirs.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    want = []
+    for _ in range(20):
+        p, s, loss = step(p, s)
+        want.append(float(loss))
+    # optax rounds in another order: near a minimum, where Adam's step is m̂/√v̂ of tiny
+    # moments, a few coordinates end a few float32 ulps of the learning rate apart.
+    chex.assert_trees_all_close(params, p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses, want, rtol=1e-5)
+    mu = optax.tree_utils.tree_get(s, "mu")
+    chex.assert_trees_all_close(state[0].mu, mu, rtol=1e-5, atol=1e-6)  # read by name too
+
+
+def test_default_runs_large_float32_leaves_through_the_kernel():
+    """The compiled train step calls the kernel once per large leaf (the 256-element bias
+    stays in XLA); not at all with fused=False, for a masked AdamW, for SGD or for
+    bfloat16 parameters."""
+    params = make_params()
+    for tx, fused, calls in [
+        (funcopt.adam(1e-3), None, 1),
+        (funcopt.adam(1e-3), True, 2),
+        (funcopt.adam(1e-3), False, 0),
+        (funcopt.adamw(1e-3, mask={"w": True, "b": False, "none": None}), None, 0),
+        (funcopt.adam(1e-3, eps_root=1e-8), None, 0),
+        (funcopt.adam(1e-3, nesterov=True), None, 0),
+        (funcopt.sgd(1e-3, momentum=0.9), None, 0),
+    ]:
+        step = funcopt.make_train_step(loss_fn, tx, fused=fused)
+        assert kernel_calls(step, params, tx.init(params), X) == calls, (tx, fused)
+    half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+    step = funcopt.make_train_step(loss_fn, funcopt.adam(1e-3))
+    assert kernel_calls(step, half, funcopt.adam(1e-3).init(half), X) == 0
+
+
+def test_kernel_writes_in_place():
+    """Donated, the kernel's outputs are its inputs' buffers: the compiled train step copies
+    no parameter or moment (the loss, which reads the parameters, is made an operand of the
+    kernel so that it is computed before they are overwritten), and every byte of the
+    parameters and state is reused by the outputs."""
+    params, tx = make_params(), funcopt.adam(1e-3)
+    state = tx.init(params)
+    step = funcopt.make_train_step(loss_fn, tx, fused=True)
+    compiled = step.lower(params, state, X).compile()
+    assert " copy(" not in compiled.as_text()
+    resident = sum(x.nbytes for x in jax.tree.leaves((params, state)))
+    assert compiled.memory_analysis().alias_size_in_bytes == resident
+
+
+def test_fused_true_says_why_it_cannot_run():
+    params = make_params()
+    with pytest.raises(ValueError, match=r"not funcopt\.adam or funcopt\.adamw"):
+        funcopt.update_and_apply(funcopt.sgd(0.1), params, funcopt.sgd(0.1).init(params), params,
+                                 fused=True)  # fmt: skip
+    half = jax.tree.map(lambda x: x.astype(jnp.float16), params)
+    tx = funcopt.adam(0.1)
+    with pytest.raises(ValueError, match="float32 grads, got float16"):
+        funcopt.update_and_apply(tx, half, tx.init(half), half, fused=True)
+
+
+def test_mismatched_gradients_get_funcopt_error():
+    """A gradient tree of another structure is refused as by tx.update, with the path."""
+    params, tx = make_params(), funcopt.adam(0.1)
+    grads = {"w": params["w"], "b": params["b"]}
+    with pytest.raises(funcopt.StructureError):
+        funcopt.update_and_apply(tx, grads, tx.init(params), params, fused=True)
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "no-jit"])
+def test_update_and_apply_without_jit_too(jit):
+    """Called eagerly or under the user's own jit, one step equals the pure one."""
+    params, tx = make_params(), funcopt.adamw(0.05, weight_decay=0.3)
+    grads = jax.grad(loss_fn)(params, X)
+
+    def fn(g, s, p, fused):
+        return funcopt.update_and_apply(tx, g, s, p, fused=fused)
+
+    call = jax.jit(fn, static_argnums=3) if jit else fn
+    got = call(grads, tx.init(params), params, True)
+    want = call(grads, tx.init(params), params, False)
+    chex.assert_trees_all_close(got, want, **CLOSE)
+
+
+def test_vmapped_ensemble_equals_per_member_steps():
+    """jax.vmap of the jitted step (an ensemble, with a learning rate per member through
+    the state's count differing): each member's row of the kernel gets its own scalars."""
+    tx = funcopt.adam(funcopt.linear_schedule(0.1, 0.01, 10))
+    members = [make_params(seed) for seed in range(3)]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *members)
+    states = [tx.init(p) for p in members]
+    for k, s in enumerate(states):  # members at different steps of the schedule
+        states[k] = (s[0]._replace(count=jnp.int32(2 * k)), *s[1:])
+    stacked_state = jax.tree.map(lambda *x: jnp.stack(x), *states)
+    step = funcopt.make_train_step(loss_fn, tx, fused=True)
+    ensemble = jax.vmap(step, in_axes=(0, 0, None))
+    got_p, got_s, _ = ensemble(stacked, stacked_state, X)
+    pure = funcopt.make_train_step(loss_fn, tx, fused=False)
+    for k in range(3):
+        want_p, want_s, _ = pure(members[k], states[k], X)
+        row = jax.tree.map(lambda x, k=k: x[k], (got_p, got_s))
+        chex.assert_trees_all_close(row, (want_p, want_s), **CLOSE)
+
+
+def test_differentiates_through_the_step():
+    """A meta-gradient through one kernel step (w.r.t. the params and the learning rate)
+    equals the pure step's: the kernel's derivative is that of the same equations."""
+
+    def after_one_step(params, lr, fused):
+        tx = funcopt.adam(lr)
+        grads = jax.grad(loss_fn)(params, X)
+        new, _ = funcopt.update_and_apply(tx, grads, tx.init(params), params, fused=fused)
+        return loss_fn(new, X)
+
+    params = make_params()
+    got = jax.grad(after_one_step, argnums=(0, 1))(params, jnp.float32(0.05), True)
+    want = jax.grad(after_one_step, argnums=(0, 1))(params, jnp.float32(0.05), False)
+    # The two primal steps differ by float32 ulps, which the derivative of √v̂ at tiny v̂
+    # magnifies: 1e-4 relative, where a wrong rule is off by O(1).
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_packed_train_step_calls_the_kernel_per_buffer():
+    """make_packed_train_step's elementwise mode: one kernel call per buffer (here one per
+    leaf shape), the same numbers as without it."""
+    tx = funcopt.adam(3e-2)
+    runs = []
+    for fused in (True, False):
+        packed = funcopt.pack({k: v for k, v in make_params().items() if v is not None})
+        state = funcopt.packed_init(tx, packed)
+        step = funcopt.make_packed_train_step(loss_fn, tx, fused=fused)
+        assert kernel_calls(step, packed, state, X) == (len(packed.buffers) if fused else 0)
+        for _ in range(10):
+            packed, state, loss = step(packed, state, X)
+        runs.append((funcopt.unpack(packed), float(loss)))
+    chex.assert_trees_all_close(runs[0], runs[1], **CLOSE)
+    with pytest.raises(ValueError, match="elementwise"):
+        funcopt.make_packed_train_step(loss_fn, tx, fused=True, elementwise=False)
+
+
+def test_float32_params_under_x64():
+    """With x64 on, funcopt computes 1 − βᵗ in float64 and rounds it for float32 leaves:
+    the kernel's coefficients are rounded the same way."""
+    with jax.enable_x64(True):
+        params = make_params()
+        assert params["w"].dtype == jnp.float32
+        tx = funcopt.adam(0.05)
+        grads = jax.grad(loss_fn)(params, X)
+        state = tx.init(params)
+        for _ in range(3):
+            got = funcopt.update_and_apply(tx, grads, state, params, fused=True)
+            want = funcopt.update_and_apply(tx, grads, state, params, fused=False)
+            chex.assert_trees_all_close(got, want, **CLOSE)
+            params, state = want
+
+
+BUILD = textwrap.dedent(
+    """
+    import funcopt, jax.numpy as jnp
+    print(funcopt.fused_adam_available(), funcopt.fused._load())
+    """
+)
+
+
+def test_kernel_is_built_once_into_the_cache(tmp_path):
+    """Two processes building into an empty cache at once (as pytest workers do) both get
+    a working kernel, from one library, with no half-written files left; FUNCOPT_FUSED=0
+    turns it off."""
+    env = {**os.environ, "FUNCOPT_CACHE_DIR": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", BUILD], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert all(o.split() == ["True", "None"] for o in outs), outs
+    assert [f.suffix for f in tmp_path.iterdir()] == [".so"], list(tmp_path.iterdir())
+    built = next(tmp_path.iterdir()).stat().st_mtime_ns
+    again = subprocess.run([sys.executable, "-c", BUILD], env=env, capture_output=True, text=True)
+    assert again.stdout.split() == ["True", "None"]
+    assert next(tmp_path.iterdir()).stat().st_mtime_ns == built  # reused, not rebuilt
+    off = subprocess.run(
+        [sys.executable, "-c", BUILD],
+        env={**env, "FUNCOPT_FUSED": "0"},
+        capture_output=True,
+        text=True,
+    )
+    assert off.stdout.startswith("False turned off by FUNCOPT_FUSED=0"), off.stdout
