@@ -3,7 +3,10 @@
 Workloads (rows): one big leaf, many small leaves (optimizer step only: gradients are
 given), and full train steps (loss, gradient, Adam, parameter update) of a small MLP and
 of a many-leaf model. Implementations (columns of each row group): funcopt on the
-pytree and packed (:mod:`funcopt.packing`), optax plain and donated, and
+pytree in XLA (``tx.update`` + ``apply_updates``, ``fused=False``), funcopt's default
+(``funcopt fused``: :func:`~funcopt.update_and_apply`, which runs float32 leaves of at
+least 64k elements through the one-pass Adam kernel on CPU; what ``make_train_step`` does),
+packed (:mod:`funcopt.packing`), optax plain and donated, and
 ``torch.optim.Adam`` with ``foreach`` and ``fused`` when torch is importable. In the
 optimizer-only rows, ``funcopt packed`` receives the gradients as the pytree a model's
 gradient is and packs them into its layout inside the step, as a real train step must.
@@ -116,7 +119,15 @@ SIZES: dict[str, dict[str, Any]] = {
     },
 }
 
-IMPLS = ("funcopt tree", "funcopt packed", "optax", "optax donated", "torch foreach", "torch fused")
+IMPLS = (
+    "funcopt tree",
+    "funcopt fused",
+    "funcopt packed",
+    "optax",
+    "optax donated",
+    "torch foreach",
+    "torch fused",
+)
 
 
 # ---- memory ---------------------------------------------------------------------------
@@ -338,8 +349,10 @@ def table(cells: Sequence[Cell], meta: dict[str, Any]) -> Any:
         caption=f"ratio: step time / {BASELINE} in the same run; BW: minimum Adam traffic "
         "(28 B/param) / step time, as a fraction of the measured in-place bandwidth; "
         "peak: extra memory during 3 steps, and (resident + extra) / (params + grads + state); "
-        "plan ×: the same ratio from XLA's buffer assignment (JAX only); funcopt packed "
-        "packs the gradient tree inside every step, in the adam rows too",
+        "plan ×: the same ratio from XLA's buffer assignment (JAX only); funcopt tree: "
+        "XLA only (fused=False); funcopt fused: the default, with the one-pass Adam kernel "
+        "for float32 leaves of 64k+ on CPU; funcopt packed packs the gradient tree inside "
+        "every step, in the adam rows too",
     )
     for col in COLUMNS:
         t.add_column(col, justify="left" if col in ("workload", "impl") else "right")

@@ -200,11 +200,19 @@ def adam_impls(w: Workload, names: Sequence[str]) -> list[Impl]:
                 pb: Any, s: Any, g: Any, tx: Any = tx, layout: Any = p.layout
             ) -> tuple[Any, Any]:
                 gb = funcopt.pack(g, layout).buffers
-                u, s = tx.update(gb, s, pb)
-                return funcopt.apply_updates(pb, u), s
+                return funcopt.update_and_apply(tx, gb, s, pb)  # as make_packed_train_step
 
             fn = jax.jit(packed_step, donate_argnums=(0, 1))
             args: list[Any] = [p.buffers, state, grads]
+        elif name == "funcopt fused":
+            tx = funcopt.adam(lr)
+            state = tx.init(params)
+
+            def fused_step(p: Any, s: Any, g: Any, tx: Any = tx) -> Any:
+                return funcopt.update_and_apply(tx, g, s, p)
+
+            fn = jax.jit(fused_step, donate_argnums=(0, 1))
+            args = [params, state, grads]
         else:
             tx = funcopt.adam(lr) if name.startswith("funcopt") else optax.adam(lr)
             apply = funcopt.apply_updates if name.startswith("funcopt") else optax.apply_updates
@@ -312,9 +320,9 @@ def train_impls(w: Workload, names: Sequence[str], cfg: dict[str, Any]) -> list[
             packed = funcopt.pack(params)
             fn = funcopt.make_packed_train_step(loss_fn, tx)
             args: list[Any] = [packed, funcopt.packed_init(tx, packed), *batch]
-        elif name == "funcopt tree":
+        elif name in ("funcopt tree", "funcopt fused"):
             tx = funcopt.adam(lr)
-            fn = funcopt.make_train_step(loss_fn, tx)
+            fn = funcopt.make_train_step(loss_fn, tx, fused=None if "fused" in name else False)
             args = [params, tx.init(params), *batch]
         else:
             otx = optax.adam(lr)
