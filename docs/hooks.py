@@ -53,6 +53,7 @@ ORDER = [
     "checkpoints",
     "train",
     "packing",
+    "fused",
     "viz",
 ]
 SKIP = {"__main__", "bench", "bench_workloads", "surfaces", "viz_studies"}  # CLI; viz re-exports

@@ -28,7 +28,8 @@ composition. The modules, by concept:
 - around them: :mod:`~funcopt.schedules`, :mod:`~funcopt.schedules_composite`,
   :mod:`~funcopt.wrappers`, :mod:`~funcopt.hyperparams`, :mod:`~funcopt.accumulation`,
   :mod:`~funcopt.averaging`, :mod:`~funcopt.checkpoints`;
-- running them: :mod:`~funcopt.train`, :mod:`~funcopt.packing`; ``funcopt.viz``
+- running them: :mod:`~funcopt.train`, :mod:`~funcopt.packing`, :mod:`~funcopt.fused`
+  (Adam as one pass over memory on CPU); ``funcopt.viz``
   (matplotlib) is imported on first use.
 
 Every public name of these modules is re-exported here.
