@@ -17,7 +17,9 @@ state is the one ``tx.init`` made (checkpoints, ``tree_get`` and optax's readers
 difference); the step still jits, donates, vmaps (an ensemble is one call, with a row of
 coefficients per member) and differentiates (through the same equations in JAX).
 :func:`~funcopt.make_train_step` and :func:`~funcopt.make_packed_train_step` call it, so a
-train step needs no change.
+train step needs no change; in the packed step the kernel also takes a buffer's gradient
+leaf by leaf, as the model produces it, so that the gradient is never concatenated into a
+packed copy (the memory of params + grads + state, not a gradient more).
 
 The kernel is compiled on first use with the system C++ compiler (``$CXX``, else ``c++``)
 against the XLA FFI headers jaxlib ships (``jax.ffi.include_dir()``), once per machine and
@@ -42,6 +44,7 @@ from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcopt.base import (
     CountState,
@@ -53,14 +56,16 @@ from funcopt.base import (
 )
 from funcopt.combine import chain, precondition
 from funcopt.moments import bias_correction, scale_by_momentum, second_moment
+from funcopt.packing import Packed, leaves_in_layout, pack
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
 from funcopt.trees import apply_updates, check_against_init
 from funcopt.values import flatten
 
-__all__ = ["fused_adam_available", "update_and_apply"]
+__all__ = ["fused_adam_available", "packed_update_and_apply", "update_and_apply"]
 
 SOURCE = Path(__file__).with_name("fused_adam.cc")
 TARGET = "funcopt_fused_adam"
+SEGMENTS_TARGET = "funcopt_fused_adam_segments"
 MIN_SIZE = 1 << 16
 """Leaves of fewer elements stay in XLA's fusions when the kernel is chosen automatically:
 below a few hundred kilobytes the three passes run in cache and a custom call gains nothing."""
@@ -237,7 +242,11 @@ def _load() -> str | None:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         handle = ctypes.cdll.LoadLibrary(str(lib))
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handle.FusedAdam), platform="cpu")
+        for target, symbol in (
+            (TARGET, handle.FusedAdam),
+            (SEGMENTS_TARGET, handle.FusedAdamSegments),
+        ):
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     except (OSError, RuntimeError, AttributeError) as e:
         return f"the kernel could not be built or loaded: {e}"
     return None
@@ -291,10 +300,52 @@ def _kernel_jvp(decay: bool, primals: Any, tangents: Any) -> Any:
     return _kernel(*primals, decay), dout
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
+def _segments_kernel(
+    grads: tuple[Any, ...],
+    p: Any,
+    m: Any,
+    v: Any,
+    c: Any,
+    after: tuple[Any, ...],
+    offsets: tuple[int, ...],
+    decay: bool,
+) -> tuple[Any, Any, Any]:
+    """The kernel on a packed buffer whose gradient comes as one array per leaf, segment
+    ``i`` of ``p, m, v`` starting at ``offsets[i]``: the gradients are never concatenated."""
+    out = jax.ShapeDtypeStruct(p.shape, p.dtype)
+    call = jax.ffi.ffi_call(
+        SEGMENTS_TARGET,
+        (out, out, out),
+        input_output_aliases={0: 0, 1: 1, 2: 2},
+        vmap_method="broadcast_all",
+    )
+    offs = np.asarray(offsets, np.int64)
+    new_p, new_m, new_v = call(p, m, v, c, *grads, *after, offsets=offs, decay=decay)
+    return new_p, new_m, new_v
+
+
+@_segments_kernel.defjvp
+def _segments_kernel_jvp(offsets: tuple[int, ...], decay: bool, primals: Any, tangents: Any) -> Any:
+    def equations(grads: Any, p: Any, m: Any, v: Any, c: Any) -> Any:
+        return _reference(_joined(grads, p.size), p, m, v, c, decay)
+
+    _, dout = jax.jvp(equations, primals[:5], tangents[:5])
+    return _segments_kernel(*primals, offsets, decay), dout
+
+
+def _joined(grads: tuple[Any, ...], size: int) -> Any:
+    """The segments' gradients as the one flat gradient of their buffer (a packed layout's
+    leaves lie end to end in it, in order)."""
+    if not grads:
+        return jnp.zeros(size, _F32)
+    return jnp.concatenate(grads) if len(grads) > 1 else grads[0]
+
+
 # ---- the step ------------------------------------------------------------------------------
 
 
-def _why_not(tx: Any, grads: Any, state: Any, params: Any) -> str | None:
+def _why_not(tx: Any, grads: Any, params: Any) -> str | None:
     """Why the kernel cannot run this step (``None`` when it can)."""
     plan = adam_plan(tx)
     if plan is None:
@@ -357,32 +408,131 @@ def ordered_update_and_apply(
     the gradient: a train step's loss and aux) computed before the kernel overwrites the
     parameters in place, and returned. Without that order XLA copies each parameter first:
     a loss is not an input of the kernel, so nothing else keeps it from being read after."""
-    if fused is not False and flatten(grads)[1] == flatten(params)[1]:
-        why = _why_not(tx, grads, state, params)
-        big = any(jnp.size(x) >= MIN_SIZE for x in jax.tree.leaves(params))
-        if why is None and (fused or big):
-            plan = cast(AdamPlan, adam_plan(tx))
-            after = tuple(x for x in jax.tree.leaves(reads) if isinstance(x, jax.Array))
-            new, state = _fused_step(plan, tx, grads, state, params, after, bool(fused))
-            return new, state, reads
-        if fused and why is not None:
-            raise ValueError(f"update_and_apply(fused=True): {why}")
+    if flatten(grads)[1] == flatten(params)[1] and _runs_kernel(tx, grads, params, fused):
+        grads = jax.tree.map(jnp.asarray, grads)
+        check_against_init(tx, state, grads, params)
+        g_leaves = flatten(params)[1].flatten_up_to(grads)
+        new, state = _fused_step(tx, state, params, g_leaves, reads, bool(fused))
+        return new, state, reads
     updates, state = tx.update(grads, state, params)
     return apply_updates(params, updates), state, reads
 
 
+def packed_update_and_apply(
+    tx: GradientTransformation | Any,
+    grads: Updates,
+    state: OptState,
+    packed: Packed,
+    *,
+    fused: bool | None = None,
+) -> tuple[Packed, OptState]:
+    """:func:`update_and_apply` for packed parameters whose gradient is a tree.
+
+    A model's gradient comes leaf by leaf; an elementwise optimizer on packed parameters
+    (:func:`~funcopt.pack`, state from ``tx.init(packed.buffers)``) needs it in the
+    buffers' layout. For :func:`~funcopt.adam`/:func:`~funcopt.adamw` on CPU (as in
+    :func:`update_and_apply`, for buffers of at least 65,536 elements) the kernel reads
+    each leaf's gradient where it is and updates the buffers in place, with no packed copy
+    of the gradient; otherwise the gradient is packed (``pack(grads, packed.layout)``)
+    and the step is :func:`update_and_apply` on the buffers. This is the update of
+    :func:`~funcopt.make_packed_train_step`, for a train step written by hand.
+
+    Args:
+        tx: an elementwise gradient transformation (:func:`~funcopt.is_elementwise`).
+        grads: the gradient, with the structure and shapes of ``unpack(packed)``.
+        state: ``tx.init(packed.buffers)``.
+        packed: the packed parameters.
+        fused: as in :func:`update_and_apply`.
+
+    Returns:
+        ``(new_packed, new_state)``, ``new_packed`` in ``packed.layout``.
+
+    Example:
+        >>> import jax.numpy as jnp, funcopt
+        >>> tx = funcopt.sgd(0.5)
+        >>> packed = funcopt.pack({"a": jnp.ones(2), "b": jnp.zeros(1)})
+        >>> grads = {"a": jnp.array([2.0, 4.0]), "b": jnp.array([-2.0])}
+        >>> packed, state = funcopt.packed_update_and_apply(
+        ...     tx, grads, tx.init(packed.buffers), packed)
+        >>> packed.buffers[0]  # θ − η g, in the layout: a, then b
+        Array([ 0., -1.,  1.], dtype=float32)
+    """
+    if runs_segmented(tx, packed, fused):
+        buffers, state, _ = segmented_update_and_apply(tx, grads, state, packed, None, fused)
+    else:
+        flat = pack(grads, packed.layout).buffers
+        buffers, state, _ = ordered_update_and_apply(
+            tx, tuple(flat), state, tuple(packed.buffers), None, fused
+        )
+    return Packed(tuple(buffers), packed.layout), state
+
+
+def _runs_kernel(tx: Any, grads: Any, params: Any, fused: bool | None) -> bool:
+    """Whether the step runs the kernel: where it can, and for ``fused=None`` gains."""
+    if fused is False:
+        return False
+    why = _why_not(tx, grads, params)
+    if fused and why is not None:
+        raise ValueError(f"update_and_apply(fused=True): {why}")
+    return why is None and (fused or any(jnp.size(x) >= MIN_SIZE for x in jax.tree.leaves(params)))
+
+
+def runs_segmented(tx: Any, packed: Packed, fused: bool | None) -> bool:
+    """Whether a packed train step should take the gradient leaf by leaf (with respect to
+    the views) and hand the leaves to the kernel (:func:`segmented_update_and_apply`),
+    instead of concatenating them into packed gradient buffers first."""
+    buffers = tuple(packed.buffers)
+    return _runs_kernel(tx, buffers, buffers, fused)
+
+
+class _Segments(NamedTuple):
+    """A packed buffer's gradient as the model gives it: one array per leaf, at offsets."""
+
+    grads: tuple[Any, ...]
+    offsets: tuple[int, ...]
+
+
+def segmented_update_and_apply(
+    tx: Any, leaf_grads: Any, state: OptState, packed: Packed, reads: Any, fused: bool | None
+) -> tuple[tuple[Any, ...], OptState, Any]:
+    """The packed step's update with the kernel (where :func:`runs_segmented` says so):
+    ``leaf_grads`` is the gradient tree of the loss with respect to ``views(packed)``; each
+    buffer is updated from its leaves' gradients in place, with no packed gradient buffer
+    (params + grads + state, not one gradient more). Returns ``(buffers, state, reads)``."""
+    layout = packed.layout
+    buffers = tuple(packed.buffers)
+    check_against_init(tx, state, buffers, buffers)
+    per_buffer: list[list[tuple[int, Any]]] = [[] for _ in buffers]
+    for slot, g in zip(layout.slots, leaves_in_layout(leaf_grads, layout), strict=True):
+        if jnp.size(g):  # in the buffer's dtype, as pack() would store it
+            per_buffer[slot.buffer].append((slot.offset, jnp.ravel(jnp.asarray(g, _F32))))
+    g_leaves = [
+        _Segments(tuple(g for _, g in segs), tuple(o for o, _ in segs)) for segs in per_buffer
+    ]
+    new, state = _fused_step(tx, state, buffers, g_leaves, reads, bool(fused))
+    return tuple(new), state, reads
+
+
+def _leaf_step(
+    g: Any, p: Any, m: Any, v: Any, c: Any, after: Any, decay: bool, kernel: bool
+) -> Any:
+    """One leaf (or packed buffer) through the kernel, or the same equations in JAX."""
+    if isinstance(g, _Segments):
+        if kernel and len(g.grads) > 1:
+            return _segments_kernel(g.grads, p, m, v, c, after, g.offsets, decay)
+        g = _joined(g.grads, jnp.size(p))
+    if kernel:
+        return _kernel(g, p, m, v, c, after, decay)
+    return _reference(g, p, m, v, c, decay)
+
+
 def _fused_step(
-    plan: AdamPlan,
-    tx: Any,
-    grads: Any,
-    state: Any,
-    params: Any,
-    after: tuple[Any, ...],
-    everything: bool,
+    tx: Any, state: Any, params: Any, g_leaves: list[Any], reads: Any, everything: bool
 ) -> tuple[Params, OptState]:
-    """The step with the kernel, leaf by leaf; the state keeps ``tx.init``'s structure."""
-    grads = jax.tree.map(jnp.asarray, grads)
-    check_against_init(tx, state, grads, params)
+    """The step with the kernel, leaf by leaf (``g_leaves`` in ``params``' leaf order); the
+    state keeps ``tx.init``'s structure."""
+    plan = cast(AdamPlan, adam_plan(tx))
+    after = tuple(x for x in jax.tree.leaves(reads) if isinstance(x, jax.Array))
     first, *rest = state
     inner = first.inner_state
     (mu_state, c_m), (nu_state, c_v) = inner.numerator, inner.denominator
@@ -390,13 +540,10 @@ def _fused_step(
     c = coefficients(plan, t)
     decay = plan.decay is not None
     p_leaves, treedef = flatten(params)
-    g_leaves = treedef.flatten_up_to(grads)
     m_leaves = treedef.flatten_up_to(mu_state.mu)
     v_leaves = treedef.flatten_up_to(nu_state.nu)
     out = [
-        _kernel(g, p, m, v, c, after, decay)
-        if everything or jnp.size(p) >= MIN_SIZE
-        else _reference(g, p, m, v, c, decay)
+        _leaf_step(g, p, m, v, c, after, decay, everything or jnp.size(p) >= MIN_SIZE)
         for g, p, m, v in zip(g_leaves, p_leaves, m_leaves, v_leaves, strict=True)
     ]
     new_p, new_m, new_v = (treedef.unflatten(list(x)) for x in zip(*out, strict=True))

@@ -16,8 +16,13 @@
 //   u  = lam p + u   (AdamW only)         p  = (-eta) u + p
 // coef holds [b1, 1 - b1, b2, 1 - b2, w1, w2, eps, lam, -eta] per row: one row, or one
 // per member of a vmapped ensemble (the buffers are then rows × n, row-major).
+//
+// FusedAdamSegments is the same pass over a packed buffer whose gradient arrives leaf by
+// leaf (a packed train step): segment i of p, m, v, at offsets[i], takes the i-th gradient,
+// so the leaves' gradients are never concatenated into a packed copy.
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -86,6 +91,64 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FusedAdam, FusedAdamImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // v
                                   .Arg<ffi::Buffer<ffi::F32>>()  // coef
                                   .RemainingArgs()  // ignored: what must be computed first
+                                  .Attr<bool>("decay")
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // p
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // m
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // v
+
+static ffi::Error FusedAdamSegmentsImpl(ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> m,
+                                        ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> coef,
+                                        ffi::RemainingArgs rest,
+                                        ffi::Span<const int64_t> offsets, bool decay,
+                                        ffi::ResultBuffer<ffi::F32> p_out,
+                                        ffi::ResultBuffer<ffi::F32> m_out,
+                                        ffi::ResultBuffer<ffi::F32> v_out) {
+  const int64_t n = static_cast<int64_t>(p.element_count());
+  const int64_t rows = static_cast<int64_t>(coef.element_count()) / kCoefs;
+  const int64_t segments = static_cast<int64_t>(offsets.size());
+  if (rows < 1 || n % rows != 0 || static_cast<int64_t>(rest.size()) < segments ||
+      m.element_count() != p.element_count() || v.element_count() != p.element_count()) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "fused_adam_segments: buffers of mismatched sizes");
+  }
+  const int64_t k = n / rows;
+  // The gradients come first among the remaining arguments; what follows is only ordering.
+  std::vector<const float*> grads(segments);
+  std::vector<int64_t> sizes(segments);
+  for (int64_t i = 0; i < segments; ++i) {
+    auto g = rest.get<ffi::Buffer<ffi::F32>>(i);
+    if (g.has_error()) return g.error();
+    grads[i] = g->typed_data();
+    sizes[i] = static_cast<int64_t>(g->element_count()) / rows;
+    if (offsets[i] < 0 || offsets[i] + sizes[i] > k) {
+      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                        "fused_adam_segments: a segment outside its buffer");
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* c = coef.typed_data() + r * kCoefs;
+    // Small segments in parallel with one another; each pass parallelises itself only
+    // when it runs outside this region (a large segment).
+#pragma omp parallel for schedule(dynamic, 16) if (k >= kParallelFrom)
+    for (int64_t i = 0; i < segments; ++i) {
+      const int64_t at = r * k + offsets[i];
+      (decay ? AdamPass<true> : AdamPass<false>)(
+          sizes[i], c, grads[i] + r * sizes[i], p.typed_data() + at, m.typed_data() + at,
+          v.typed_data() + at, p_out->typed_data() + at, m_out->typed_data() + at,
+          v_out->typed_data() + at);
+    }
+  }
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FusedAdamSegments, FusedAdamSegmentsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // p
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // m
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // v
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // coef
+                                  .RemainingArgs()  // the segments' gradients, then ignored
+                                  .Attr<ffi::Span<const int64_t>>("offsets")
                                   .Attr<bool>("decay")
                                   .Ret<ffi::Buffer<ffi::F32>>()  // p
                                   .Ret<ffi::Buffer<ffi::F32>>()  // m

@@ -125,6 +125,16 @@ def layout_of(tree: Any, *, solo_size: int | None = SOLO_SIZE) -> Layout:
     return Layout(treedef, tuple(slots), tuple(dtypes), tuple(sizes))
 
 
+def leaves_in_layout(tree: Any, layout: Layout) -> list[Any]:
+    """``tree``'s leaves, one per slot of ``layout``; the tree must have the layout's
+    structure and, leaf by leaf, its shapes (:class:`StructureError` naming the path)."""
+    expected = [jax.ShapeDtypeStruct(s.shape, layout.dtypes[s.buffer]) for s in layout.slots]
+    names = ("the layout", "the tree")
+    leaves = flatten_like(layout.treedef, tree, layout.treedef.unflatten(expected), names)
+    check_shapes(expected, layout.treedef, [leaves], names)
+    return leaves
+
+
 @dataclasses.dataclass(frozen=True)
 class Packed:
     """A pytree stored as a few 1-D buffers (small leaves grouped by dtype).
@@ -184,11 +194,8 @@ def pack(tree: Any, layout: Layout | None = None, *, solo_size: int | None = SOL
     if layout is None:
         layout = layout_of(tree, solo_size=solo_size)
         leaves = jax.tree.leaves(tree)
-    else:  # the tree must have the layout's structure and, leaf by leaf, its shapes
-        expected = [jax.ShapeDtypeStruct(s.shape, layout.dtypes[s.buffer]) for s in layout.slots]
-        names = ("the layout", "the tree")
-        leaves = flatten_like(layout.treedef, tree, layout.treedef.unflatten(expected), names)
-        check_shapes(expected, layout.treedef, [leaves], names)
+    else:
+        leaves = leaves_in_layout(tree, layout)
     groups: list[list[jax.Array]] = [[] for _ in layout.dtypes]
     for leaf, slot in zip(leaves, layout.slots, strict=True):
         groups[slot.buffer].append(jnp.ravel(jnp.asarray(leaf, layout.dtypes[slot.buffer])))

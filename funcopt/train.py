@@ -34,7 +34,7 @@ from typing import Any
 import jax
 
 from funcopt.base import GradientTransformation, OptState, Params
-from funcopt.fused import ordered_update_and_apply
+from funcopt.fused import ordered_update_and_apply, runs_segmented, segmented_update_and_apply
 from funcopt.packed_views import packed_value_and_grad, views
 from funcopt.packing import Packed, PackedOptState, pack, runs_flat
 from funcopt.trees import apply_updates
@@ -157,9 +157,11 @@ def make_packed_train_step(
         elementwise: run ``tx`` on the flat buffers (True) or on the tree view (False);
             default :func:`is_elementwise` ``(tx)``. Forcing True on a transform with
             per-leaf structure gives wrong numbers.
-        fused: the one-pass Adam kernel on the flat buffers, one call per buffer, as in
+        fused: the one-pass Adam kernel on the flat buffers, as in
             :func:`funcopt.make_train_step` (elementwise mode only; ``True`` in tree mode
-            is an error).
+            is an error). With it, the gradient is taken leaf by leaf and each buffer is
+            updated in place from its leaves' gradients, so no packed copy of the gradient
+            is made (memory: params + grads + state).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -184,7 +186,16 @@ def make_packed_train_step(
                 f"(elementwise={flat}); build it with packed_init(tx, packed)"
             )
         stamp, opt_state = opt_state.stamp, opt_state.inner
-        if flat:
+        if flat and runs_segmented(tx, params, fused):
+            # Adam's kernel takes the gradient leaf by leaf, as the model makes it, and
+            # updates the buffers in place: no packed copy of the gradient exists.
+            tree = views(params)
+            value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)
+            buffers, opt_state, value = segmented_update_and_apply(
+                tx, grads, opt_state, params, value, fused
+            )
+            new = Packed(buffers, layout)
+        elif flat:
             # The loss sees views() of the buffers (one compiled kernel per leaf shape, not
             # per leaf) and the gradient is taken w.r.t. the buffers: it comes out packed.
             value, grads = packed_value_and_grad(loss_fn, has_aux=has_aux)(params, *batch)
