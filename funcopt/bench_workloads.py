@@ -194,13 +194,14 @@ def adam_impls(w: Workload, names: Sequence[str]) -> list[Impl]:
             p = funcopt.pack(params)
             state = funcopt.packed_init(tx, p).inner  # the flat moments themselves
 
-            # The gradients come as the tree a model's gradient is, and are packed into
-            # the parameters' layout inside the step, as any real train step must.
+            # The gradients come as the tree a model's gradient is, as in any real train
+            # step: packed into the parameters' layout inside the step, or read leaf by
+            # leaf by Adam's kernel (as make_packed_train_step does).
             def packed_step(
                 pb: Any, s: Any, g: Any, tx: Any = tx, layout: Any = p.layout
             ) -> tuple[Any, Any]:
-                gb = funcopt.pack(g, layout).buffers
-                return funcopt.update_and_apply(tx, gb, s, pb)  # as make_packed_train_step
+                new, s = funcopt.packed_update_and_apply(tx, g, s, funcopt.Packed(pb, layout))
+                return new.buffers, s
 
             fn = jax.jit(packed_step, donate_argnums=(0, 1))
             args: list[Any] = [p.buffers, state, grads]

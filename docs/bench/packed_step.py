@@ -5,7 +5,10 @@ are built and measured in one process:
 
 - ``optax tree``: the hand-written optax step on the pytree (the reference of every ratio);
 - ``funcopt tree``: :func:`funcopt.make_train_step`;
-- ``funcopt packed``: :func:`funcopt.make_packed_train_step` (views at opaque offsets);
+- ``funcopt packed``: :func:`funcopt.make_packed_train_step` (views at opaque offsets; for
+  Adam, the one-pass kernel fed the gradient leaf by leaf, as by default);
+- ``packed, XLA only`` (not by default): the same with ``fused=False``: the gradient
+  concatenated into packed buffers and the optimizer compiled by XLA;
 - ``packed (static)``: the previous packed step, static slices of the buffers behind
   optimization barriers and the gradient tree packed (kept here to measure the change);
 - ``model only, tree`` / ``model only, packed`` (not by default): the loss's forward and
@@ -184,6 +187,8 @@ def build(variant: str, loss_fn: Any, opt: str, params: Any) -> tuple[Any, list[
     state = funcopt.packed_init(tx, packed)
     if variant == "funcopt packed":
         return funcopt.make_packed_train_step(loss_fn, tx), [packed, state]
+    if variant == "packed, XLA only":
+        return funcopt.make_packed_train_step(loss_fn, tx, fused=False), [packed, state]
     return static_packed_step(loss_fn, tx), [packed, state]
 
 
