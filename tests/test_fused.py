@@ -24,7 +24,12 @@ needs_kernel = pytest.mark.skipif(
     shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None,
     reason="no C++ compiler on this machine: the kernel cannot be built",
 )
-pytestmark = needs_kernel
+pytestmark = [
+    needs_kernel,
+    pytest.mark.skipif(
+        jax.default_backend() != "cpu", reason="the kernel is XLA:CPU's; elsewhere pure JAX runs"
+    ),
+]
 
 CLOSE = dict(rtol=2e-6, atol=1e-6)
 """Kernel against pure step: float32 rounding, a few ulps of the parameters' scale (0.3),
