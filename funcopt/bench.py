@@ -9,7 +9,8 @@ least 64k elements through the one-pass Adam kernel on CPU; what ``make_train_st
 packed (:mod:`funcopt.packing`), optax plain and donated, and
 ``torch.optim.Adam`` with ``foreach`` and ``fused`` when torch is importable. In the
 optimizer-only rows, ``funcopt packed`` receives the gradients as the pytree a model's
-gradient is and packs them into its layout inside the step, as a real train step must.
+gradient is, as a real train step does (:func:`~funcopt.packed_update_and_apply`: on CPU
+the Adam kernel reads them leaf by leaf; elsewhere they are packed inside the step).
 
 Method (``docs/performance.md``): every implementation is compiled first and its
 compile time measured apart (``.lower().compile()``); then the implementations run
@@ -351,8 +352,8 @@ def table(cells: Sequence[Cell], meta: dict[str, Any]) -> Any:
         "peak: extra memory during 3 steps, and (resident + extra) / (params + grads + state); "
         "plan ×: the same ratio from XLA's buffer assignment (JAX only); funcopt tree: "
         "XLA only (fused=False); funcopt fused: the default, with the one-pass Adam kernel "
-        "for float32 leaves of 64k+ on CPU; funcopt packed packs the gradient tree inside "
-        "every step, in the adam rows too",
+        "for float32 leaves of 64k+ on CPU; funcopt packed gets the gradient as a tree in "
+        "every step, in the adam rows too (read leaf by leaf by the kernel on CPU)",
     )
     for col in COLUMNS:
         t.add_column(col, justify="left" if col in ("workload", "impl") else "right")
