@@ -39,6 +39,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -204,10 +205,19 @@ def _machine() -> str:
     return "\n".join(sorted({x for x in info if x.startswith(("model name", "flags"))}))
 
 
-@functools.cache
+_LOADING = threading.Lock()
+
+
 def _load() -> str | None:
     """Build (once per machine, cached) and register the kernel; ``None`` on success, else
-    why it is not available."""
+    why it is not available. Once per process: threads tracing steps at once wait for the
+    first instead of running the compiler again."""
+    with _LOADING:
+        return _load_once()
+
+
+@functools.cache
+def _load_once() -> str | None:
     if os.environ.get("FUNCOPT_FUSED", "1") == "0":
         return "turned off by FUNCOPT_FUSED=0"
     if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "include_dir"):

@@ -429,16 +429,18 @@ def test_float32_params_under_x64():
 
 BUILD = textwrap.dedent(
     """
-    import funcopt, jax.numpy as jnp
-    print(funcopt.fused_adam_available(), funcopt.fused._load())
+    import concurrent.futures, funcopt
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # threads tracing steps at once
+        found = set(pool.map(lambda _: funcopt.fused_adam_available(), range(4)))
+    print(*found, funcopt.fused._load())
     """
 )
 
 
 def test_kernel_is_built_once_into_the_cache(tmp_path):
-    """Two processes building into an empty cache at once (as pytest workers do) both get
-    a working kernel, from one library, with no half-written files left; FUNCOPT_FUSED=0
-    turns it off."""
+    """Two processes building into an empty cache at once (as pytest workers do), each with
+    four threads asking for it, all get a working kernel, from one library, with no
+    half-written files left; FUNCOPT_FUSED=0 turns it off."""
     env = {**os.environ, "FUNCOPT_CACHE_DIR": str(tmp_path), "JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen([sys.executable, "-c", BUILD], env=env, stdout=subprocess.PIPE, text=True)
