@@ -5,7 +5,7 @@ given), and full train steps (loss, gradient, Adam, parameter update) of a small
 of a many-leaf model. Implementations (columns of each row group): funcopt on the
 pytree in XLA (``tx.update`` + ``apply_updates``, ``fused=False``), funcopt's default
 (``funcopt fused``: :func:`~funcopt.update_and_apply`, which runs float32 leaves of at
-least 64k elements through the one-pass Adam kernel on CPU; what ``make_train_step`` does),
+least 512k elements through the one-pass Adam kernel on CPU; what ``make_train_step`` does),
 packed (:mod:`funcopt.packing`), optax plain and donated, and
 ``torch.optim.Adam`` with ``foreach`` and ``fused`` when torch is importable. In the
 optimizer-only rows, ``funcopt packed`` receives the gradients as the pytree a model's
@@ -352,7 +352,7 @@ def table(cells: Sequence[Cell], meta: dict[str, Any]) -> Any:
         "peak: extra memory during 3 steps, and (resident + extra) / (params + grads + state); "
         "plan ×: the same ratio from XLA's buffer assignment (JAX only); funcopt tree: "
         "XLA only (fused=False); funcopt fused: the default, with the one-pass Adam kernel "
-        "for float32 leaves of 64k+ on CPU; funcopt packed gets the gradient as a tree in "
+        "for float32 leaves of 512k+ on CPU; funcopt packed gets the gradient as a tree in "
         "every step, in the adam rows too (read leaf by leaf by the kernel on CPU)",
     )
     for col in COLUMNS:

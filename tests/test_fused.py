@@ -18,7 +18,7 @@ import pytest
 
 import funcopt
 from funcopt.bench_workloads import many_loss, planned_bytes
-from funcopt.fused import MIN_SIZE, SEGMENTS_TARGET, TARGET
+from funcopt.fused import MIN_SEGMENTED, MIN_SIZE, SEGMENTS_TARGET, TARGET
 
 needs_kernel = pytest.mark.skipif(
     shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None,
@@ -35,7 +35,7 @@ CLOSE = dict(rtol=2e-6, atol=1e-6)
 """Kernel against pure step: float32 rounding, a few ulps of the parameters' scale (0.3),
 compounded over 20 steps (XLA's own regrouping of the same divisions differs as much)."""
 
-BIG = (300, 256)  # 76,800 elements: over MIN_SIZE, so the default runs it through the kernel
+BIG = (2048, 256)  # 524,288 elements: MIN_SIZE, so the default runs it through the kernel
 assert BIG[0] * BIG[1] >= MIN_SIZE
 
 
@@ -230,17 +230,21 @@ def test_differentiates_through_the_step():
     """A meta-gradient through one kernel step (w.r.t. the params and the learning rate)
     equals the pure step's: the kernel's derivative is that of the same equations."""
 
+    x = X[:300]  # fused=True: the kernel runs on leaves of any size
+
     def after_one_step(params, lr, fused):
         tx = funcopt.adam(lr)
-        grads = jax.grad(loss_fn)(params, X)
+        grads = jax.grad(loss_fn)(params, x)
         new, _ = funcopt.update_and_apply(tx, grads, tx.init(params), params, fused=fused)
-        return loss_fn(new, X)
+        return loss_fn(new, x)
 
     params = make_params()
+    params["w"] = params["w"][:300]
     got = jax.grad(after_one_step, argnums=(0, 1))(params, jnp.float32(0.05), True)
     want = jax.grad(after_one_step, argnums=(0, 1))(params, jnp.float32(0.05), False)
     # The two primal steps differ by float32 ulps, which the derivative of √v̂ at tiny v̂
-    # magnifies: 1e-4 relative, where a wrong rule is off by O(1).
+    # magnifies: 1e-4 relative over these 77k elements (7e-4 at one of 524k), where a
+    # wrong rule is off by O(1).
     chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -264,12 +268,13 @@ def test_packed_train_step_calls_the_kernel_per_buffer():
 
 def many_leaves(seed: int = 0) -> list:
     """A many-leaf model's parameters: 80 matrices of 32 × 32 sharing one packed buffer of
-    81,920 elements (over MIN_SIZE), and an empty leaf."""
+    81,920 elements (over MIN_SEGMENTED), and an empty leaf."""
     rng = np.random.default_rng(seed)
     leaves = [jnp.asarray(rng.standard_normal((32, 32)), jnp.float32) for _ in range(80)]
     return [*leaves, jnp.zeros((0, 32), jnp.float32)]
 
 
+assert MIN_SEGMENTED <= 80 * 32 * 32 < MIN_SIZE
 MANY_X = jnp.asarray(np.random.default_rng(1).standard_normal((32, 32)), jnp.float32)
 
 
