@@ -148,6 +148,19 @@ def assert_signature_matches_optax(
 # ---- state -------------------------------------------------------------------------------
 
 
+def assert_distinct_buffers(state: Any, params: Any) -> None:
+    """Every leaf of ``state`` has a buffer of its own, shared with no other leaf and with
+    none of ``params``' (zero-size leaves, which hold nothing, apart), so both can be
+    donated to a step."""
+
+    def pointers(tree: Any) -> list[int]:
+        return [x.unsafe_buffer_pointer() for x in jax.tree.leaves(tree) if x.size]
+
+    ours = pointers(state)
+    assert len(set(ours)) == len(ours), "two state leaves share a buffer"
+    assert not set(ours) & set(pointers(params)), "a state leaf shares the params' buffer"
+
+
 def assert_state_buffers_donatable(
     tx: Any,
     params: Any,
@@ -157,10 +170,7 @@ def assert_state_buffers_donatable(
     params, so a jitted step donating both runs (twice, staying finite). ``grads_of`` gives
     the gradient at the params inside the step."""
     state = tx.init(params)
-    leaves = jax.tree.leaves(state)
-    pointers = {x.unsafe_buffer_pointer() for x in leaves}
-    assert len(pointers) == len(leaves)
-    assert not pointers & {x.unsafe_buffer_pointer() for x in jax.tree.leaves(params)}
+    assert_distinct_buffers(state, params)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(p, s):
