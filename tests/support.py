@@ -150,11 +150,10 @@ def assert_signature_matches_optax(
 
 def assert_distinct_buffers(state: Any, params: Any) -> None:
     """Every leaf of ``state`` has a buffer of its own, shared with no other leaf and with
-    none of ``params``' (zero-size leaves, which hold nothing, apart), so both can be
-    donated to a step."""
+    none of ``params``', so both can be donated to a step."""
 
     def pointers(tree: Any) -> list[int]:
-        return [x.unsafe_buffer_pointer() for x in jax.tree.leaves(tree) if x.size]
+        return [x.unsafe_buffer_pointer() for x in jax.tree.leaves(tree)]
 
     ours = pointers(state)
     assert len(set(ours)) == len(ours), "two state leaves share a buffer"

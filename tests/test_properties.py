@@ -67,13 +67,18 @@ def _grads_like(params: Any) -> Any:
     return jax.tree.map(lambda p: (0.5 * p + rng.normal(size=p.shape)).astype(p.dtype), params)
 
 
+def _two_updates(tx: Any, grads: Any, state: Any, p: Any) -> tuple[Any, ...]:
+    """``(u₁, s₁, u₂, s₂)``: two updates from ``state`` with the same gradients."""
+    u1, s1 = tx.update(grads, state, p)
+    u2, s2 = tx.update(grads, s1, p)
+    return u1, s1, u2, s2
+
+
 def _two_steps(entry: registry.Entry, grads: Any, params: Any) -> tuple[Any, ...]:
     tx = entry.build(registry.LR)
     p = entry.params(params)
     s0 = tx.init(p)
-    u1, s1 = tx.update(grads, s0, p)
-    u2, s2 = tx.update(grads, s1, p)
-    return s0, u1, s1, u2, s2
+    return (s0, *_two_updates(tx, grads, s0, p))
 
 
 def _two_steps_jitted_and_donated(entry: registry.Entry, grads: Any, params: Any) -> Any:
@@ -88,9 +93,8 @@ def _two_steps_jitted_and_donated(entry: registry.Entry, grads: Any, params: Any
 
     @functools.partial(jax.jit, donate_argnums=(1, 2))
     def go(g: Any, p: Any, s: Any) -> tuple[Any, Any]:
-        u1, s1 = tx.update(g, s, p)
-        u2, s2 = tx.update(g, s1, p)
-        return (tx.init(p), u1, s1, u2, s2), funcopt.apply_updates(p, u2)
+        steps = (tx.init(p), *_two_updates(tx, g, s, p))
+        return steps, funcopt.apply_updates(p, steps[3])
 
     steps, _ = go(grads, p, state)
     return steps
