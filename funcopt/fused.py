@@ -17,9 +17,11 @@ state is the one ``tx.init`` made (checkpoints, ``tree_get`` and optax's readers
 difference); the step still jits, donates, vmaps (an ensemble is one call, with a row of
 coefficients per member) and differentiates (through the same equations in JAX).
 :func:`~funcopt.make_train_step` and :func:`~funcopt.make_packed_train_step` call it, so a
-train step needs no change; in the packed step the kernel also takes a buffer's gradient
+train step needs no change. In the packed step a kernel also takes a buffer's gradient
 leaf by leaf, as the model produces it, so that the gradient is never concatenated into a
-packed copy (the memory of params + grads + state, not a gradient more).
+packed copy (the memory of params + grads + state, not a gradient more); there gradient
+descent (GD, GDM, SGD with heavy-ball or Nesterov momentum), Lion and RMSProp have kernels too
+(``funcopt.fused_plans`` reads which transform is which family).
 
 The kernel is compiled on first use with the system C++ compiler (``$CXX``, else ``c++``)
 against the XLA FFI headers jaxlib ships (``jax.ffi.include_dir()``), once per machine and
@@ -32,25 +34,21 @@ results. ``FUNCOPT_FUSED=0`` in the environment turns the kernel off everywhere.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from funcopt.base import (
-    CountState,
     GradientTransformation,
     OptState,
     Params,
     Updates,
-    safe_increment,
 )
-from funcopt.combine import chain, precondition
 from funcopt.fused_build import SEGMENTS_TARGET, TARGET, _load
-from funcopt.moments import bias_correction, scale_by_momentum, second_moment
+from funcopt.fused_plans import ADAM, ADAMW, computes, kernel_step, reference
 from funcopt.packing import Packed, leaves_in_layout, pack
-from funcopt.scaling import add_decayed_weights, scale_by_learning_rate
 from funcopt.trees import apply_updates, check_against_init
 from funcopt.values import flatten
 
@@ -69,98 +67,6 @@ a quarter of params + grads + state), at the step time of XLA's fusions."""
 _F32 = jnp.dtype(jnp.float32)
 
 
-# ---- which transforms the kernel computes ------------------------------------------------
-
-
-class AdamPlan(NamedTuple):
-    """The hyper-parameters of an Adam or AdamW chain, as the kernel takes them.
-
-    Attributes:
-        direction: the ``precondition`` of bias-corrected moments (``scale_by_adam``).
-        decay: the ``add_decayed_weights`` link, or ``None`` for Adam.
-        rate: the ``scale_by_learning_rate`` link.
-    """
-
-    direction: precondition
-    decay: add_decayed_weights | None
-    rate: scale_by_learning_rate
-
-
-def _debiased(tx: Any, moment: type) -> bool:
-    """Whether ``tx`` is ``chain(moment(...), bias_correction(...))`` with default dtypes."""
-    if type(tx) is not chain or len(tx.transforms) != 2:
-        return False
-    first: Any = tx.transforms[0]
-    kinds = (type(first), type(tx.transforms[1]))
-    if kinds != (moment, bias_correction):
-        return False
-    if moment is second_moment:
-        return first.nu_dtype is None and _is_zero(first.initial_scale)
-    return bool(first.mu_dtype is None)
-
-
-def _is_zero(x: Any) -> bool:
-    return isinstance(x, int | float) and x == 0
-
-
-def adam_plan(tx: Any) -> AdamPlan | None:
-    """``tx`` as the kernel's Adam, if it is ``adam``/``adamw`` (no mask, ``eps_root=0``,
-    no ``mu_dtype``, no Nesterov) or the same chain written out; else ``None``."""
-    if type(tx) is not chain or len(tx.transforms) not in (2, 3):
-        return None
-    direction, *middle, rate = tx.transforms
-    if type(rate) is not scale_by_learning_rate or not rate.flip_sign:
-        return None
-    decay = middle[0] if middle else None
-    if decay is not None and (type(decay) is not add_decayed_weights or decay.mask is not None):
-        return None
-    if type(direction) is not precondition or not direction.root:
-        return None
-    if not _is_zero(direction.eps_root):
-        return None
-    if not (
-        _debiased(direction.numerator, scale_by_momentum)
-        and _debiased(direction.denominator, second_moment)
-    ):
-        return None
-    return AdamPlan(direction, decay, rate)
-
-
-def _in_f32(x: Any) -> Any:
-    """A hyper-parameter as funcopt's per-leaf equations see it for a float32 leaf: a Python
-    number stays one (weakly typed), an array is cast to float32 first."""
-    return x if isinstance(x, int | float) else jnp.asarray(x).astype(_F32)
-
-
-def coefficients(plan: AdamPlan, t: jax.Array) -> jax.Array:
-    """The kernel's nine scalars of step ``t``, each computed as funcopt's primitives compute
-    it (``scalars`` in the widest float, hyper-parameters in float32), so the kernel's
-    arithmetic is theirs: ``[β₁, 1 − β₁, β₂, 1 − β₂, 1 − β₁ᵗ, 1 − β₂ᵗ, ε, λ, −η]``."""
-    numerator: Any = plan.direction.numerator
-    denominator: Any = plan.direction.denominator
-    momentum, correct_m = numerator.transforms
-    moment, correct_v = denominator.transforms
-    wide = t.astype(jnp.result_type(float))
-
-    def scheduled(x: Any) -> Any:
-        return x(t - 1) if callable(x) else x
-
-    b1, b2 = _in_f32(momentum.decay), _in_f32(moment.decay)
-    lam = 0.0 if plan.decay is None else scheduled(plan.decay.weight_decay)
-    values = [
-        b1,
-        1 - b1,
-        b2,
-        1 - b2,
-        1 - correct_m.decay**wide,
-        1 - correct_v.decay**wide,
-        plan.direction.eps,
-        lam,
-        -_in_f32(scheduled(plan.rate.learning_rate)),
-    ]
-    return jnp.stack([jnp.asarray(v).astype(_F32) for v in values])
-
-
 # ---- the kernel ---------------------------------------------------------------------------
 
 
@@ -174,17 +80,6 @@ def fused_adam_available() -> bool:
         True
     """
     return _load() is None
-
-
-def _reference(g: Any, p: Any, m: Any, v: Any, c: Any, decay: bool) -> tuple[Any, Any, Any]:
-    """The kernel's equations in JAX (its derivatives, and the small leaves' step)."""
-    b1, a1, b2, a2, w1, w2, eps, lam, neg_eta = c
-    m = b1 * m + a1 * g
-    v = b2 * v + a2 * (g * g)
-    u = (m / w1) / (jnp.sqrt(v / w2) + eps)
-    if decay:
-        u = u + lam * p
-    return p + neg_eta * u, m, v
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
@@ -207,43 +102,47 @@ def _kernel(
 
 @_kernel.defjvp
 def _kernel_jvp(decay: bool, primals: Any, tangents: Any) -> Any:
-    equations = functools.partial(_reference, decay=decay)
+    kind = ADAMW if decay else ADAM
+
+    def equations(g: Any, p: Any, m: Any, v: Any, c: Any) -> Any:
+        return reference(kind, g, p, (m, v), c)
+
     _, dout = jax.jvp(equations, primals[:5], tangents[:5])
     return _kernel(*primals, decay), dout
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
 def _segments_kernel(
     grads: tuple[Any, ...],
     p: Any,
-    m: Any,
-    v: Any,
+    states: tuple[Any, ...],
     c: Any,
     after: tuple[Any, ...],
     offsets: tuple[int, ...],
-    decay: bool,
-) -> tuple[Any, Any, Any]:
-    """The kernel on a packed buffer whose gradient comes as one array per leaf, segment
-    ``i`` of ``p, m, v`` starting at ``offsets[i]``: the gradients are never concatenated."""
+    kind: int,
+) -> tuple[Any, ...]:
+    """A family's kernel on a packed buffer whose gradient comes as one array per leaf,
+    segment ``i`` of ``p`` and of the ``states`` starting at ``offsets[i]``: they are
+    updated in place, and the gradients are never concatenated. ``(new_p, *new_states)``."""
     out = jax.ShapeDtypeStruct(p.shape, p.dtype)
+    aliases = {0: 0, **{2 + j: 1 + j for j in range(len(states))}}
     call = jax.ffi.ffi_call(
         SEGMENTS_TARGET,
-        (out, out, out),
-        input_output_aliases={0: 0, 1: 1, 2: 2},
+        (out,) * (1 + len(states)),
+        input_output_aliases=aliases,
         vmap_method="broadcast_all",
     )
     offs = np.asarray(offsets, np.int64)
-    new_p, new_m, new_v = call(p, m, v, c, *grads, *after, offsets=offs, decay=decay)
-    return new_p, new_m, new_v
+    return tuple(call(p, c, *states, *grads, *after, kind=np.int64(kind), offsets=offs))
 
 
 @_segments_kernel.defjvp
-def _segments_kernel_jvp(offsets: tuple[int, ...], decay: bool, primals: Any, tangents: Any) -> Any:
-    def equations(grads: Any, p: Any, m: Any, v: Any, c: Any) -> Any:
-        return _reference(_joined(grads, p.size), p, m, v, c, decay)
+def _segments_kernel_jvp(offsets: tuple[int, ...], kind: int, primals: Any, tangents: Any) -> Any:
+    def equations(grads: Any, p: Any, states: Any, c: Any) -> Any:
+        return reference(kind, _joined(grads, p.size), p, states, c)
 
-    _, dout = jax.jvp(equations, primals[:5], tangents[:5])
-    return _segments_kernel(*primals, offsets, decay), dout
+    _, dout = jax.jvp(equations, primals[:4], tangents[:4])
+    return _segments_kernel(*primals, offsets, kind), dout
 
 
 def _joined(grads: tuple[Any, ...], size: int) -> Any:
@@ -257,11 +156,14 @@ def _joined(grads: tuple[Any, ...], size: int) -> Any:
 # ---- the step ------------------------------------------------------------------------------
 
 
-def _why_not(tx: Any, grads: Any, params: Any) -> str | None:
-    """Why the kernel cannot run this step (``None`` when it can)."""
-    plan = adam_plan(tx)
-    if plan is None:
-        return f"{type(tx).__name__} is not funcopt.adam or funcopt.adamw without a mask"
+def _why_not(tx: Any, grads: Any, params: Any, segmented: bool = False) -> str | None:
+    """Why the kernel cannot run this step (``None`` when it can); ``segmented``: a packed
+    buffer's step with the gradient leaf by leaf, which GD, SGD, Lion and RMSProp have too."""
+    if not computes(tx, segmented):
+        kinds = "funcopt.adam or funcopt.adamw without a mask"
+        if segmented:
+            kinds += ", funcopt.gd, gdm or sgd, funcopt.lion without a mask or funcopt.rmsprop"
+        return f"{type(tx).__name__} is not {kinds}"
     if jax.default_backend() != "cpu" or jax.device_count() != 1:
         return (
             f"the kernel runs on one CPU device, not {jax.device_count()} {jax.default_backend()}"
@@ -325,7 +227,7 @@ def ordered_update_and_apply(
         grads = jax.tree.map(jnp.asarray, grads)
         check_against_init(tx, state, grads, params)
         g_leaves = flatten(params)[1].flatten_up_to(grads)
-        new, state = _fused_step(tx, state, params, g_leaves, reads, bool(fused))
+        new, state = _fused_step(tx, state, params, g_leaves, reads, bool(fused), False)
         return new, state, reads
     updates, state = tx.update(grads, state, params)
     return apply_updates(params, updates), state, reads
@@ -343,13 +245,16 @@ def packed_update_and_apply(
 
     A model's gradient comes leaf by leaf; an elementwise optimizer on packed parameters
     (:func:`~funcopt.pack`, state from ``tx.init(packed.buffers)``) needs it in the
-    buffers' layout. For :func:`~funcopt.adam`/:func:`~funcopt.adamw` on CPU (as in
-    :func:`update_and_apply`, for buffers of at least 65,536 elements holding several
-    leaves, or of 524,288 elements) the kernel reads
-    each leaf's gradient where it is and updates the buffers in place, with no packed copy
-    of the gradient; otherwise the gradient is packed (``pack(grads, packed.layout)``)
-    and the step is :func:`update_and_apply` on the buffers. This is the update of
-    :func:`~funcopt.make_packed_train_step`, for a train step written by hand.
+    buffers' layout. For :func:`~funcopt.adam`, :func:`~funcopt.adamw`, :func:`~funcopt.gd`,
+    :func:`~funcopt.gdm`, :func:`~funcopt.sgd` (with or without momentum),
+    :func:`~funcopt.lion` (no mask) and
+    :func:`~funcopt.rmsprop` (not centered, no momentum) on one CPU device, for float32
+    buffers of at least 65,536 elements holding several leaves, a kernel reads each
+    leaf's gradient where it is and updates the buffers in place, with no packed copy of
+    the gradient; otherwise the gradient is packed
+    (``pack(grads, packed.layout)``) and the step is :func:`update_and_apply` on the
+    buffers. This is the update of :func:`~funcopt.make_packed_train_step`, for a train
+    step written by hand.
 
     Args:
         tx: an elementwise gradient transformation (:func:`~funcopt.is_elementwise`).
@@ -387,12 +292,14 @@ def _gains(size: int, leaves: int) -> bool:
     return size >= MIN_SIZE or (leaves > 1 and size >= MIN_SEGMENTED)
 
 
-def _runs_kernel(tx: Any, grads: Any, params: Any, fused: bool | None, gains: Any) -> bool:
+def _runs_kernel(
+    tx: Any, grads: Any, params: Any, fused: bool | None, gains: Any, segmented: bool = False
+) -> bool:
     """Whether the step runs the kernel: where it can, and for ``fused=None`` where it
     ``gains`` (an iterable of :func:`_gains` results, one per leaf or buffer)."""
     if fused is False:
         return False
-    why = _why_not(tx, grads, params)
+    why = _why_not(tx, grads, params, segmented)
     if fused and why is not None:
         raise ValueError(f"update_and_apply(fused=True): {why}")
     return why is None and bool(fused or any(gains))
@@ -407,7 +314,7 @@ def runs_segmented(tx: Any, packed: Packed, fused: bool | None) -> bool:
     for slot in packed.layout.slots:
         counts[slot.buffer] += 1
     gains = (_gains(jnp.size(b), n) for b, n in zip(buffers, counts, strict=True))
-    return _runs_kernel(tx, buffers, buffers, fused, gains)
+    return _runs_kernel(tx, buffers, buffers, fused, gains, segmented=True)
 
 
 class _Segments(NamedTuple):
@@ -434,21 +341,22 @@ def segmented_update_and_apply(
     g_leaves = [
         _Segments(tuple(g for _, g in segs), tuple(o for o, _ in segs)) for segs in per_buffer
     ]
-    new, state = _fused_step(tx, state, buffers, g_leaves, reads, bool(fused))
+    new, state = _fused_step(tx, state, buffers, g_leaves, reads, bool(fused), True)
     return tuple(new), state, reads
 
 
 def _leaf_step(
-    g: Any, p: Any, m: Any, v: Any, c: Any, after: Any, decay: bool, kernel: bool
-) -> Any:
-    """One leaf (or packed buffer) through the kernel, or the same equations in JAX."""
+    g: Any, p: Any, states: tuple[Any, ...], c: Any, after: Any, kind: int, kernel: bool
+) -> tuple[Any, ...]:
+    """One leaf (or packed buffer) through a kernel, or the same equations in JAX:
+    ``(new_p, *new_states)``."""
     if isinstance(g, _Segments):
         if kernel and len(g.grads) > 1:  # else the gradient is the one leaf's, or zeros
-            return _segments_kernel(g.grads, p, m, v, c, after, g.offsets, decay)
+            return _segments_kernel(g.grads, p, states, c, after, g.offsets, kind)
         g = _joined(g.grads, jnp.size(p))
-    if kernel:
-        return _kernel(g, p, m, v, c, after, decay)
-    return _reference(g, p, m, v, c, decay)
+    if kernel and kind in (ADAM, ADAMW):  # a lone leaf: Adam's one-pass kernel
+        return _kernel(g, p, *states, c, after, kind == ADAMW)
+    return reference(kind, g, p, states, c)
 
 
 def _count(g: Any) -> int:
@@ -457,28 +365,32 @@ def _count(g: Any) -> int:
 
 
 def _fused_step(
-    tx: Any, state: Any, params: Any, g_leaves: list[Any], reads: Any, everything: bool
+    tx: Any,
+    state: Any,
+    params: Any,
+    g_leaves: list[Any],
+    reads: Any,
+    everything: bool,
+    segmented: bool,
 ) -> tuple[Params, OptState]:
-    """The step with the kernel, leaf by leaf (``g_leaves`` in ``params``' leaf order); the
+    """The step with a kernel, leaf by leaf (``g_leaves`` in ``params``' leaf order); the
     state keeps ``tx.init``'s structure."""
-    plan = cast(AdamPlan, adam_plan(tx))
+    step = kernel_step(tx, state, segmented)
+    assert step is not None  # _why_not said so
     after = tuple(x for x in jax.tree.leaves(reads) if isinstance(x, jax.Array))
-    first, *rest = state
-    inner = first.inner_state
-    (mu_state, c_m), (nu_state, c_v) = inner.numerator, inner.denominator
-    t = safe_increment(first.count)
-    c = coefficients(plan, t)
-    decay = plan.decay is not None
     p_leaves, treedef = flatten(params)
-    m_leaves = treedef.flatten_up_to(mu_state.mu)
-    v_leaves = treedef.flatten_up_to(nu_state.nu)
+    s_leaves = [treedef.flatten_up_to(s) for s in step.states]
     out = [
-        _leaf_step(g, p, m, v, c, after, decay, everything or _gains(jnp.size(p), _count(g)))
-        for g, p, m, v in zip(g_leaves, p_leaves, m_leaves, v_leaves, strict=True)
+        _leaf_step(
+            g,
+            p,
+            tuple(s),
+            step.coef,
+            after,
+            step.kind,
+            everything or _gains(jnp.size(p), _count(g)),
+        )
+        for g, p, *s in zip(g_leaves, p_leaves, *s_leaves, strict=True)
     ]
-    new_p, new_m, new_v = (treedef.unflatten(list(x)) for x in zip(*out, strict=True))
-    inner = inner._replace(
-        numerator=(mu_state._replace(mu=new_m), c_m),
-        denominator=(nu_state._replace(nu=new_v), c_v),
-    )
-    return new_p, (CountState(t, inner), *rest)
+    new_p, *new_states = (treedef.unflatten(list(x)) for x in zip(*out, strict=True))
+    return new_p, step.rebuild(tuple(new_states))

@@ -17,11 +17,11 @@
 // coef holds [b1, 1 - b1, b2, 1 - b2, w1, w2, eps, lam, -eta] per row: one row, or one
 // per member of a vmapped ensemble (the buffers are then rows × n, row-major).
 //
-// FusedAdamSegments is the same pass over a packed buffer whose gradient arrives leaf by
-// leaf (a packed train step): segment i of p, m, v, at offsets[i], takes the i-th gradient,
-// so the leaves' gradients are never concatenated into a packed copy.
+// FusedSegments (below) is the same pass, and SGD's, Lion's and RMSProp's, over a packed
+// buffer whose gradient arrives leaf by leaf (a packed train step).
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -96,60 +96,203 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FusedAdam, FusedAdamImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // m
                                   .Ret<ffi::Buffer<ffi::F32>>());  // v
 
-static ffi::Error FusedAdamSegmentsImpl(ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> m,
-                                        ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> coef,
-                                        ffi::RemainingArgs rest,
-                                        ffi::Span<const int64_t> offsets, bool decay,
-                                        ffi::ResultBuffer<ffi::F32> p_out,
-                                        ffi::ResultBuffer<ffi::F32> m_out,
-                                        ffi::ResultBuffer<ffi::F32> v_out) {
+// ---- packed buffers whose gradient arrives leaf by leaf ----------------------------------
+//
+// FusedSegments updates a packed buffer p and its state buffers in place (each output
+// aliases its input) from one gradient per leaf: segment i, at offsets[i] of each row, takes
+// the i-th gradient, so a packed train step never concatenates the leaves' gradients into a
+// packed copy. `kind` is the optimizer; coef holds its scalars, one row of them per member of
+// a vmapped ensemble; each operation is the one XLA compiles funcopt's pure-JAX step into:
+//   kAdam, kAdamW  as AdamPass (states m, v)
+//   kSgd           [-eta]              p = (-eta) g + p
+//   kMomentum      [mu, -eta]          m = mu m + g;  p = (-eta) m + p
+//   kNesterov      [mu, -eta]          m = mu m + g;  u = mu m + g;  p = (-eta) u + p
+//   kLion          [b1, 1 - b1, b2, 1 - b2, lam, -eta]
+//                  u = sign(b1 m + (1 - b1) g);  m = b2 m + (1 - b2) g;
+//                  u = lam p + u;  p = (-eta) u + p
+//   kRmsprop       [b, 1 - b, eps_root, eps, -eta]
+//                  v = b v + (1 - b) g²;  p = (-eta) (g / (√(v + eps_root) + eps)) + p
+//   kEma           [b, 1 - b, -eta]    m = b m + (1 - b) g;  p = (-eta) m + p
+enum Kind : int64_t {
+  kAdam = 0,
+  kAdamW = 1,
+  kSgd = 2,
+  kMomentum = 3,
+  kNesterov = 4,
+  kLion = 5,
+  kRmsprop = 6,
+  kEma = 7,
+};
+
+struct KindInfo {
+  int64_t coefs, states;  // scalars per row, state buffers beside p (-1: no such kind)
+};
+
+static KindInfo Info(int64_t kind) {
+  switch (kind) {
+    case kAdam:
+    case kAdamW:
+      return {kCoefs, 2};
+    case kSgd:
+      return {1, 0};
+    case kMomentum:
+    case kNesterov:
+      return {2, 1};
+    case kLion:
+      return {6, 1};
+    case kRmsprop:
+      return {5, 1};
+    case kEma:
+      return {3, 1};
+    default:
+      return {0, -1};
+  }
+}
+
+static void SgdPass(int64_t n, const float* c, const float* G, const float* P, float* PO) {
+  const float neg_eta = c[0];
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (int64_t i = 0; i < n; ++i) PO[i] = MUL_ADD(neg_eta, G[i], P[i]);
+}
+
+template <bool kNesterov>
+static void MomentumPass(int64_t n, const float* c, const float* G, const float* P,
+                         const float* M, float* PO, float* MO) {
+  const float mu = c[0], neg_eta = c[1];
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = G[i];
+    const float mi = MUL_ADD(mu, M[i], gi);
+    float u = mi;
+    if constexpr (kNesterov) u = MUL_ADD(mu, mi, gi);
+    MO[i] = mi;
+    PO[i] = MUL_ADD(neg_eta, u, P[i]);
+  }
+}
+
+static void EmaPass(int64_t n, const float* c, const float* G, const float* P, const float* M,
+                    float* PO, float* MO) {
+  const float b = c[0], a = c[1], neg_eta = c[2];
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (int64_t i = 0; i < n; ++i) {
+    const float mi = MUL_ADD(b, M[i], a * G[i]);
+    MO[i] = mi;
+    PO[i] = MUL_ADD(neg_eta, mi, P[i]);
+  }
+}
+
+static void LionPass(int64_t n, const float* c, const float* G, const float* P, const float* M,
+                     float* PO, float* MO) {
+  const float b1 = c[0], a1 = c[1], b2 = c[2], a2 = c[3], lam = c[4], neg_eta = c[5];
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = G[i], mi = M[i];
+    const float d = MUL_ADD(b1, mi, a1 * gi);
+    float u = d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : d);  // jnp.sign: ±0 and NaN pass through
+    MO[i] = MUL_ADD(b2, mi, a2 * gi);
+    u = MUL_ADD(lam, P[i], u);
+    PO[i] = MUL_ADD(neg_eta, u, P[i]);
+  }
+}
+
+static void RmspropPass(int64_t n, const float* c, const float* G, const float* P,
+                        const float* V, float* PO, float* VO) {
+  const float b = c[0], a = c[1], eps_root = c[2], eps = c[3], neg_eta = c[4];
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = G[i];
+    const float vi = MUL_ADD(b, V[i], a * (gi * gi));
+    VO[i] = vi;
+    PO[i] = MUL_ADD(neg_eta, gi / (std::sqrt(vi + eps_root) + eps), P[i]);
+  }
+}
+
+static ffi::Error Invalid(const char* what) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("fused_segments: ") + what);
+}
+
+// rest: the state buffers (Info(kind).states of them), the segments' gradients (one per
+// offset), then arrays that are only there to be computed first. outs: p, then the states.
+static ffi::Error FusedSegmentsImpl(ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> coef,
+                                    ffi::RemainingArgs rest, int64_t kind,
+                                    ffi::Span<const int64_t> offsets, ffi::RemainingRets outs) {
+  const KindInfo info = Info(kind);
+  if (info.states < 0) return Invalid("unknown kind");
   const int64_t n = static_cast<int64_t>(p.element_count());
-  const int64_t rows = static_cast<int64_t>(coef.element_count()) / kCoefs;
+  const int64_t rows = static_cast<int64_t>(coef.element_count()) / info.coefs;
   const int64_t segments = static_cast<int64_t>(offsets.size());
-  if (rows < 1 || n % rows != 0 || static_cast<int64_t>(rest.size()) < segments ||
-      m.element_count() != p.element_count() || v.element_count() != p.element_count()) {
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "fused_adam_segments: buffers of mismatched sizes");
+  if (rows < 1 || rows * info.coefs != static_cast<int64_t>(coef.element_count()) ||
+      n % rows != 0 || static_cast<int64_t>(rest.size()) < info.states + segments ||
+      static_cast<int64_t>(outs.size()) != 1 + info.states) {
+    return Invalid("buffers of mismatched sizes");
   }
   const int64_t k = n / rows;
-  // The gradients come first among the remaining arguments; what follows is only ordering.
-  std::vector<const float*> grads(segments);
+  std::vector<const float*> state(info.states), grads(segments);
+  std::vector<float*> out(1 + info.states);
   std::vector<int64_t> sizes(segments);
+  for (int64_t j = 0; j < info.states; ++j) {
+    auto s = rest.get<ffi::Buffer<ffi::F32>>(j);
+    if (s.has_error()) return s.error();
+    if (static_cast<int64_t>(s->element_count()) != n) return Invalid("a state of another size");
+    state[j] = s->typed_data();
+  }
+  for (int64_t j = 0; j <= info.states; ++j) {
+    auto o = outs.get<ffi::Buffer<ffi::F32>>(j);
+    if (o.has_error()) return o.error();
+    if (static_cast<int64_t>((*o)->element_count()) != n) return Invalid("an output's size");
+    out[j] = (*o)->typed_data();
+  }
   for (int64_t i = 0; i < segments; ++i) {
-    auto g = rest.get<ffi::Buffer<ffi::F32>>(i);
+    auto g = rest.get<ffi::Buffer<ffi::F32>>(info.states + i);
     if (g.has_error()) return g.error();
     grads[i] = g->typed_data();
     sizes[i] = static_cast<int64_t>(g->element_count()) / rows;
-    if (offsets[i] < 0 || offsets[i] + sizes[i] > k) {
-      return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                        "fused_adam_segments: a segment outside its buffer");
-    }
+    if (offsets[i] < 0 || offsets[i] + sizes[i] > k) return Invalid("a segment outside its buffer");
   }
+  const float* P = p.typed_data();
   for (int64_t r = 0; r < rows; ++r) {
-    const float* c = coef.typed_data() + r * kCoefs;
+    const float* c = coef.typed_data() + r * info.coefs;
     // Small segments in parallel with one another; each pass parallelises itself only
     // when it runs outside this region (a large segment).
 #pragma omp parallel for schedule(dynamic, 16) if (k >= kParallelFrom)
     for (int64_t i = 0; i < segments; ++i) {
-      const int64_t at = r * k + offsets[i];
-      (decay ? AdamPass<true> : AdamPass<false>)(
-          sizes[i], c, grads[i] + r * sizes[i], p.typed_data() + at, m.typed_data() + at,
-          v.typed_data() + at, p_out->typed_data() + at, m_out->typed_data() + at,
-          v_out->typed_data() + at);
+      const int64_t at = r * k + offsets[i], len = sizes[i];
+      const float* g = grads[i] + r * len;
+      switch (kind) {
+        case kAdam:
+        case kAdamW:
+          (kind == kAdamW ? AdamPass<true> : AdamPass<false>)(
+              len, c, g, P + at, state[0] + at, state[1] + at, out[0] + at, out[1] + at,
+              out[2] + at);
+          break;
+        case kSgd:
+          SgdPass(len, c, g, P + at, out[0] + at);
+          break;
+        case kMomentum:
+        case kNesterov:
+          (kind == kNesterov ? MomentumPass<true> : MomentumPass<false>)(
+              len, c, g, P + at, state[0] + at, out[0] + at, out[1] + at);
+          break;
+        case kLion:
+          LionPass(len, c, g, P + at, state[0] + at, out[0] + at, out[1] + at);
+          break;
+        case kRmsprop:
+          RmspropPass(len, c, g, P + at, state[0] + at, out[0] + at, out[1] + at);
+          break;
+        case kEma:
+          EmaPass(len, c, g, P + at, state[0] + at, out[0] + at, out[1] + at);
+          break;
+      }
     }
   }
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FusedAdamSegments, FusedAdamSegmentsImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FusedSegments, FusedSegmentsImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // p
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // m
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // v
                                   .Arg<ffi::Buffer<ffi::F32>>()  // coef
-                                  .RemainingArgs()  // the segments' gradients, then ignored
+                                  .RemainingArgs()  // states, gradients, then ignored
+                                  .Attr<int64_t>("kind")
                                   .Attr<ffi::Span<const int64_t>>("offsets")
-                                  .Attr<bool>("decay")
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // p
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // m
-                                  .Ret<ffi::Buffer<ffi::F32>>());  // v
+                                  .RemainingRets());  // p, then the states

@@ -25,7 +25,7 @@ __all__: list[str] = []
 
 SOURCE = Path(__file__).with_name("fused_adam.cc")
 TARGET = "funcopt_fused_adam"
-SEGMENTS_TARGET = "funcopt_fused_adam_segments"
+SEGMENTS_TARGET = "funcopt_fused_segments"
 
 
 def _cache_dir() -> Path:
@@ -113,7 +113,7 @@ def _load_once() -> str | None:
         handle = ctypes.cdll.LoadLibrary(str(lib))
         for target, symbol in (
             (TARGET, handle.FusedAdam),
-            (SEGMENTS_TARGET, handle.FusedAdamSegments),
+            (SEGMENTS_TARGET, handle.FusedSegments),
         ):
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     except (OSError, RuntimeError, AttributeError) as e:

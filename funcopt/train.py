@@ -157,11 +157,13 @@ def make_packed_train_step(
         elementwise: run ``tx`` on the flat buffers (True) or on the tree view (False);
             default :func:`is_elementwise` ``(tx)``. Forcing True on a transform with
             per-leaf structure gives wrong numbers.
-        fused: the one-pass Adam kernel on the flat buffers, as in
-            :func:`funcopt.make_train_step` (elementwise mode only; ``True`` in tree mode
-            is an error). With it, the gradient is taken leaf by leaf and each buffer is
+        fused: funcopt's kernels on the flat buffers (elementwise mode only; ``True`` in
+            tree mode is an error): for Adam, AdamW, GD, GDM, SGD (with or without
+            momentum), Lion and RMSProp on CPU the gradient is taken leaf by leaf and each buffer is
             updated in place from its leaves' gradients, so no packed copy of the gradient
-            is made (memory: params + grads + state).
+            is made (memory: params + grads + state); ``None`` where it applies, ``False``
+            never, ``True`` everywhere or an error saying why not
+            (:func:`~funcopt.packed_update_and_apply`).
 
     Example:
         >>> import jax.numpy as jnp, funcopt
@@ -187,7 +189,7 @@ def make_packed_train_step(
             )
         stamp, opt_state = opt_state.stamp, opt_state.inner
         if flat and runs_segmented(tx, params, fused):
-            # Adam's kernel takes the gradient leaf by leaf, as the model makes it, and
+            # A kernel takes the gradient leaf by leaf, as the model makes it, and
             # updates the buffers in place: no packed copy of the gradient exists.
             tree = views(params)
             value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(tree, *batch)

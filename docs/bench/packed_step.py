@@ -6,7 +6,7 @@ are built and measured in one process:
 - ``optax tree``: the hand-written optax step on the pytree (the reference of every ratio);
 - ``funcopt tree``: :func:`funcopt.make_train_step`;
 - ``funcopt packed``: :func:`funcopt.make_packed_train_step` (views at opaque offsets; for
-  Adam, the one-pass kernel fed the gradient leaf by leaf, as by default);
+  every optimizer here, a kernel fed the gradient leaf by leaf, as by default);
 - ``packed, XLA only`` (not by default): the same with ``fused=False``: the gradient
   concatenated into packed buffers and the optimizer compiled by XLA;
 - ``packed (static)``: the previous packed step, static slices of the buffers behind
@@ -52,6 +52,7 @@ OPTIMIZERS: dict[str, Callable[[Any], Any]] = {
     "adam": lambda m: m.adam(1e-3),
     "sgd-momentum": lambda m: m.sgd(1e-2, momentum=0.9),
     "lion": lambda m: m.lion(1e-4),
+    "rmsprop": lambda m: m.rmsprop(1e-3),
 }
 
 WIDTH = 32  # every weight is WIDTH × WIDTH
@@ -202,7 +203,8 @@ def measure(
     compile_rounds: int = 1,
 ) -> list[dict[str, Any]]:
     loss_fn, params, x = model(model_name, leaves)
-    pgs_units = {"adam": 4, "sgd-momentum": 3, "lion": 3}[opt]  # p + g + state moments
+    units = {"adam": 4, "sgd-momentum": 3, "lion": 3, "rmsprop": 3}  # p + g + state moments
+    pgs_units = units[opt]
     pgs = pgs_units * sum(int(p.size) * 4 for p in jax.tree.leaves(params))
     built = {v: build(v, loss_fn, opt, params) for v in variants}
     compiled: dict[str, Any] = {}
