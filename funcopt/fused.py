@@ -20,8 +20,8 @@ coefficients per member) and differentiates (through the same equations in JAX).
 train step needs no change. In the packed step a kernel also takes a buffer's gradient
 leaf by leaf, as the model produces it, so that the gradient is never concatenated into a
 packed copy (the memory of params + grads + state, not a gradient more); there gradient
-descent (GD, GDM, SGD with heavy-ball or Nesterov momentum), Lion and RMSProp have kernels too
-(``funcopt.fused_plans`` reads which transform is which family).
+descent (GD, GDM, SGD with heavy-ball or Nesterov momentum), Lion, RMSProp and AdaGrad
+have kernels too (``funcopt.fused_plans`` reads which transform is which family).
 
 The kernel is compiled on first use with the system C++ compiler (``$CXX``, else ``c++``)
 against the XLA FFI headers jaxlib ships (``jax.ffi.include_dir()``), once per machine and
@@ -158,11 +158,14 @@ def _joined(grads: tuple[Any, ...], size: int) -> Any:
 
 def _why_not(tx: Any, grads: Any, params: Any, segmented: bool = False) -> str | None:
     """Why the kernel cannot run this step (``None`` when it can); ``segmented``: a packed
-    buffer's step with the gradient leaf by leaf, which GD, SGD, Lion and RMSProp have too."""
+    buffer's step with the gradient leaf by leaf, which GD, SGD, Lion, RMSProp and AdaGrad
+    have too."""
     if not computes(tx, segmented):
         kinds = "funcopt.adam or funcopt.adamw without a mask"
         if segmented:
-            kinds += ", funcopt.gd, gdm or sgd, funcopt.lion without a mask or funcopt.rmsprop"
+            kinds += (
+                ", funcopt.gd, gdm or sgd, funcopt.lion without a mask, funcopt.rmsprop or adagrad"
+            )
         return f"{type(tx).__name__} is not {kinds}"
     if jax.default_backend() != "cpu" or jax.device_count() != 1:
         return (
@@ -248,7 +251,8 @@ def packed_update_and_apply(
     buffers' layout. For :func:`~funcopt.adam`, :func:`~funcopt.adamw`, :func:`~funcopt.gd`,
     :func:`~funcopt.gdm`, :func:`~funcopt.sgd` (with or without momentum),
     :func:`~funcopt.lion` (no mask) and
-    :func:`~funcopt.rmsprop` (not centered, no momentum) on one CPU device, for float32
+    :func:`~funcopt.rmsprop` (not centered, no momentum) or :func:`~funcopt.adagrad` on one
+    CPU device, for float32
     buffers of at least 65,536 elements holding several leaves, a kernel reads each
     leaf's gradient where it is and updates the buffers in place, with no packed copy of
     the gradient; otherwise the gradient is packed

@@ -17,8 +17,8 @@
 // coef holds [b1, 1 - b1, b2, 1 - b2, w1, w2, eps, lam, -eta] per row: one row, or one
 // per member of a vmapped ensemble (the buffers are then rows × n, row-major).
 //
-// FusedSegments (below) is the same pass, and SGD's, Lion's and RMSProp's, over a packed
-// buffer whose gradient arrives leaf by leaf (a packed train step).
+// FusedSegments (below) is the same pass, and those of gradient descent, Lion, RMSProp and
+// AdaGrad, over a packed buffer whose gradient arrives leaf by leaf (a packed train step).
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -113,6 +113,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FusedAdam, FusedAdamImpl,
 //   kRmsprop       [b, 1 - b, eps_root, eps, -eta]
 //                  v = b v + (1 - b) g²;  p = (-eta) (g / (√(v + eps_root) + eps)) + p
 //   kEma           [b, 1 - b, -eta]    m = b m + (1 - b) g;  p = (-eta) m + p
+//   kAdagrad       [eps_root, eps, -eta]
+//                  v = g g + v;  p = (-eta) (g / (√(v + eps_root) + eps)) + p
 enum Kind : int64_t {
   kAdam = 0,
   kAdamW = 1,
@@ -122,6 +124,7 @@ enum Kind : int64_t {
   kLion = 5,
   kRmsprop = 6,
   kEma = 7,
+  kAdagrad = 8,
 };
 
 struct KindInfo {
@@ -143,6 +146,7 @@ static KindInfo Info(int64_t kind) {
     case kRmsprop:
       return {5, 1};
     case kEma:
+    case kAdagrad:
       return {3, 1};
     default:
       return {0, -1};
@@ -195,13 +199,23 @@ static void LionPass(int64_t n, const float* c, const float* G, const float* P, 
   }
 }
 
-static void RmspropPass(int64_t n, const float* c, const float* G, const float* P,
-                        const float* V, float* PO, float* VO) {
-  const float b = c[0], a = c[1], eps_root = c[2], eps = c[3], neg_eta = c[4];
+// RMSProp (kSum false: v = b v + (1 - b) g²) or AdaGrad (kSum: v = g g + v, as XLA contracts
+// v + g²); c is [b, 1 - b, eps_root, eps, -eta] or [eps_root, eps, -eta].
+template <bool kSum>
+static void RootPass(int64_t n, const float* c, const float* G, const float* P, const float* V,
+                     float* PO, float* VO) {
+  const float* e = kSum ? c : c + 2;
+  const float b = kSum ? 1.0f : c[0], a = kSum ? 1.0f : c[1];
+  const float eps_root = e[0], eps = e[1], neg_eta = e[2];
 #pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
   for (int64_t i = 0; i < n; ++i) {
     const float gi = G[i];
-    const float vi = MUL_ADD(b, V[i], a * (gi * gi));
+    float vi;
+    if constexpr (kSum) {
+      vi = MUL_ADD(gi, gi, V[i]);
+    } else {
+      vi = MUL_ADD(b, V[i], a * (gi * gi));
+    }
     VO[i] = vi;
     PO[i] = MUL_ADD(neg_eta, gi / (std::sqrt(vi + eps_root) + eps), P[i]);
   }
@@ -277,7 +291,9 @@ static ffi::Error FusedSegmentsImpl(ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F3
           LionPass(len, c, g, P + at, state[0] + at, out[0] + at, out[1] + at);
           break;
         case kRmsprop:
-          RmspropPass(len, c, g, P + at, state[0] + at, out[0] + at, out[1] + at);
+        case kAdagrad:
+          (kind == kAdagrad ? RootPass<true> : RootPass<false>)(len, c, g, P + at, state[0] + at,
+                                                                out[0] + at, out[1] + at);
           break;
         case kEma:
           EmaPass(len, c, g, P + at, state[0] + at, out[0] + at, out[1] + at);

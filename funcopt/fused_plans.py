@@ -11,7 +11,7 @@ equations in JAX (the kernels' derivatives, and the step of buffers too small to
 Families (``kind``, as ``enum Kind`` in ``funcopt/fused_adam.cc``): Adam and AdamW (the
 one-pass kernel, for lone leaves and for packed buffers), and, for packed buffers whose
 gradient arrives leaf by leaf, gradient descent (the chapter's GD and GDM, and ``sgd``
-with heavy-ball or Nesterov momentum), Lion and RMSProp.
+with heavy-ball or Nesterov momentum), Lion, RMSProp and AdaGrad.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from funcopt.moments import (
     lion_momentum,
     scale_by_momentum,
     second_moment,
+    sum_of_squares,
     trace,
 )
 from funcopt.scaling import add_decayed_weights, scale_by_learning_rate, scale_by_sign
 
 __all__: list[str] = []
 
-ADAM, ADAMW, SGD, MOMENTUM, NESTEROV, LION, RMSPROP, EMA = range(8)
+ADAM, ADAMW, SGD, MOMENTUM, NESTEROV, LION, RMSPROP, EMA, ADAGRAD = range(9)
 """The kernels' kinds, as ``enum Kind`` in ``fused_adam.cc``."""
 
 _F32 = jnp.dtype(jnp.float32)
@@ -191,16 +192,18 @@ def lion_plan(tx: Any) -> LionPlan | None:
 
 
 class RmspropPlan(NamedTuple):
-    """``rmsprop(η, decay, eps[, eps_in_sqrt=False])``: not centered, no momentum, no bias
-    correction, ``v₀ = 0``."""
+    """``rmsprop(η, decay, eps[, eps_in_sqrt=False])`` (not centered, no momentum, no bias
+    correction, ``v₀ = 0``) or ``adagrad(η, ...)``: the gradient over the root of an
+    average (``second_moment``) or a sum (``sum_of_squares``) of its squares."""
 
     direction: precondition
     rate: scale_by_learning_rate
 
 
 def rmsprop_plan(tx: Any) -> RmspropPlan | None:
-    """``tx`` as the kernel's RMSProp, if it is ``chain(precondition(identity(),
-    second_moment(β)), scale_by_learning_rate(η)[, identity()])`` with no ``nu_dtype``."""
+    """``tx`` as the kernel's RMSProp or AdaGrad, if it is ``chain(precondition(identity(),
+    second_moment(β) | sum_of_squares()), scale_by_learning_rate(η)[, identity()])`` with
+    no ``nu_dtype`` and ``v₀ = 0`` for RMSProp."""
     if type(tx) is not chain or len(tx.transforms) not in (2, 3):
         return None
     links: Any = tx.transforms
@@ -212,7 +215,11 @@ def rmsprop_plan(tx: Any) -> RmspropPlan | None:
     if type(direction) is not precondition or not direction.root:
         return None
     moment: Any = direction.denominator
-    if type(direction.numerator) is not identity or type(moment) is not second_moment:
+    if type(direction.numerator) is not identity:
+        return None
+    if type(moment) is sum_of_squares:
+        return RmspropPlan(direction, rate)
+    if type(moment) is not second_moment:
         return None
     if moment.nu_dtype is not None or not _is_zero(moment.initial_scale):
         return None
@@ -332,9 +339,18 @@ def _rmsprop_step(plan: RmspropPlan, state: Any) -> Step:
     (eta,), advanced = _links_step(state, (plan.rate.learning_rate,))
     pre, *rest = state
     moment: Any = plan.direction.denominator
-    nu_state = pre.denominator
-    b = _in_f32(moment.decay)
     eps_root, eps = plan.direction.eps_root, plan.direction.eps
+    if type(moment) is sum_of_squares:  # v = v + g²
+        acc = pre.denominator
+
+        def rebuild_sum(new: tuple[Any, ...]) -> OptState:
+            done = acc._replace(sum_of_squares=new[0])
+            return advanced((pre._replace(denominator=done), *rest))
+
+        coef = _stacked([eps_root, eps, -_in_f32(eta)])
+        return Step(ADAGRAD, coef, (acc.sum_of_squares,), rebuild_sum)
+    nu_state = pre.denominator  # v = β v + (1 − β) g²
+    b = _in_f32(moment.decay)
     coef = _stacked([b, 1 - b, eps_root, eps, -_in_f32(eta)])
 
     def rebuild(new: tuple[Any, ...]) -> OptState:
@@ -403,9 +419,13 @@ def reference(kind: int, g: Any, p: Any, states: tuple[Any, ...], c: Any) -> tup
         m = mu * states[0] + g
         u = mu * m + g if kind == NESTEROV else m
         return p + neg_eta * u, m
-    if kind == RMSPROP:
-        b, a, eps_root, eps, neg_eta = c
-        v = b * states[0] + a * (g * g)
+    if kind in (RMSPROP, ADAGRAD):
+        if kind == RMSPROP:
+            b, a, eps_root, eps, neg_eta = c
+            v = b * states[0] + a * (g * g)
+        else:
+            eps_root, eps, neg_eta = c
+            v = states[0] + g * g
         return p + neg_eta * (g / (jnp.sqrt(v + eps_root) + eps)), v
     b1, a1, b2, a2, lam, neg_eta = c
     m = states[0]

@@ -159,10 +159,10 @@ def make_packed_train_step(
             per-leaf structure gives wrong numbers.
         fused: funcopt's kernels on the flat buffers (elementwise mode only; ``True`` in
             tree mode is an error): for Adam, AdamW, GD, GDM, SGD (with or without
-            momentum), Lion and RMSProp on CPU the gradient is taken leaf by leaf and each buffer is
-            updated in place from its leaves' gradients, so no packed copy of the gradient
-            is made (memory: params + grads + state); ``None`` where it applies, ``False``
-            never, ``True`` everywhere or an error saying why not
+            momentum), Lion, RMSProp and AdaGrad on CPU the gradient is taken leaf by leaf
+            and each buffer is updated in place from its leaves' gradients, so no packed
+            copy of the gradient is made (memory: params + grads + state); ``None`` where
+            it applies, ``False`` never, ``True`` everywhere or an error saying why not
             (:func:`~funcopt.packed_update_and_apply`).
 
     Example:

@@ -176,10 +176,10 @@ def test_fused_true_says_why_it_cannot_run():
         funcopt.update_and_apply(funcopt.sgd(0.1), params, funcopt.sgd(0.1).init(params), params,
                                  fused=True)  # fmt: skip
     packed = funcopt.pack(many_leaves())
-    tx = funcopt.adagrad(0.1)
+    tx = funcopt.adabelief(0.1)
     step = funcopt.make_packed_train_step(many_convex, tx, fused=True)
     with pytest.raises(
-        ValueError, match=r"not funcopt\.adam .*, funcopt\.lion .* funcopt\.rmsprop"
+        ValueError, match=r"not funcopt\.adam .*, funcopt\.lion .* funcopt\.rmsprop or adagrad"
     ):
         step(packed, funcopt.packed_init(tx, packed), MANY_X)
     half = jax.tree.map(lambda x: x.astype(jnp.float16), params)
@@ -319,6 +319,7 @@ FAMILIES = {  # every kernel family of a packed buffer, with optax's twin where 
         None,
     ),
     "rmsprop": (funcopt.rmsprop(1e-2), optax.rmsprop(1e-2)),
+    "adagrad": (funcopt.adagrad(0.05), optax.adagrad(0.05)),
     "rmsprop, eps outside the root, schedule": (
         funcopt.rmsprop(DECAYING, decay=0.8, eps=1e-6, eps_in_sqrt=False),
         optax.rmsprop(DECAYING, decay=0.8, eps=1e-6, eps_in_sqrt=False),

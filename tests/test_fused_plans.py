@@ -12,6 +12,7 @@ import pytest
 
 import funcopt
 from funcopt.fused_plans import (
+    ADAGRAD,
     ADAM,
     ADAMW,
     EMA,
@@ -49,6 +50,15 @@ COMPUTED = {  # transform -> (kind, also for a lone leaf)
         False,
     ),
     "rmsprop": (funcopt.rmsprop(1e-2), RMSPROP, False),
+    "adagrad": (funcopt.adagrad(1e-2), ADAGRAD, False),
+    "adagrad, eps outside, schedule": (
+        funcopt.chain(
+            funcopt.precondition(funcopt.identity(), funcopt.sum_of_squares(0.5), eps=1e-3),
+            funcopt.scale_by_learning_rate(SCHEDULE),
+        ),
+        ADAGRAD,
+        False,
+    ),
     "rmsprop, eps outside, schedule": (
         funcopt.rmsprop(SCHEDULE, decay=0.8, eps=1e-3, eps_in_sqrt=False),
         RMSPROP,
@@ -70,7 +80,7 @@ REFUSED = {
     "rmsprop, momentum": funcopt.rmsprop(1e-2, momentum=0.9),
     "rmsprop, bias correction": funcopt.rmsprop(1e-2, bias_correction=True),
     "rmsprop, v0": funcopt.rmsprop(1e-2, initial_scale=1.0),
-    "adagrad": funcopt.adagrad(1e-2),
+    "adabelief": funcopt.adabelief(1e-2),
     "gdm, bfloat16 average": funcopt.gdm(0.1, 0.9, mu_dtype=jnp.bfloat16),
     "gd ascent": funcopt.scale_by_learning_rate(0.1, flip_sign=False),
     "sgd, clipped": funcopt.chain(funcopt.clip(1.0), funcopt.sgd(0.1)),
