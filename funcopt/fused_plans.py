@@ -367,29 +367,31 @@ _SEGMENTED: tuple[tuple[Callable[[Any], Any], Callable[[Any, Any], Step]], ...] 
 """The families a kernel computes only on packed buffers: (plan reader, step)."""
 
 
-def kernel_step(tx: Any, state: Any, segmented: bool) -> Step | None:
-    """``tx``'s step as a kernel family's (``segmented``: packed buffers whose gradient
-    comes leaf by leaf, where SGD and Lion run too), or ``None``."""
+def _family(tx: Any, segmented: bool) -> tuple[Any, Callable[[Any, Any], Step]] | None:
+    """``(plan, step)`` of the family ``tx`` belongs to, or ``None``."""
     adam = adam_plan(tx)
     if adam is not None:
-        return _adam_step(adam, state) if state is not None else _NO_STATE
-    if not segmented:
-        return None
-    for read, split in _SEGMENTED:
-        plan = read(tx)
-        if plan is not None:
-            return split(plan, state) if state is not None else _NO_STATE
+        return adam, _adam_step
+    if segmented:
+        for read, split in _SEGMENTED:
+            plan = read(tx)
+            if plan is not None:
+                return plan, split
     return None
 
 
-_NO_STATE = Step(-1, jnp.zeros(0), (), lambda new: ())
-"""What :func:`kernel_step` answers for a transform it computes, asked without a state."""
+def kernel_step(tx: Any, state: Any, segmented: bool) -> Step | None:
+    """``tx``'s step from ``state`` as a kernel family's, or ``None`` (``segmented``: on
+    packed buffers whose gradient comes leaf by leaf, where GD, SGD, Lion, RMSProp and
+    AdaGrad run too; else Adam and AdamW only)."""
+    found = _family(tx, segmented)
+    return None if found is None else found[1](found[0], state)
 
 
 def computes(tx: Any, segmented: bool) -> bool:
     """Whether a kernel computes ``tx``'s step (``segmented``: on packed buffers whose
     gradient comes leaf by leaf)."""
-    return kernel_step(tx, None, segmented) is not None
+    return _family(tx, segmented) is not None
 
 
 # ---- the families' equations in JAX -----------------------------------------------------------
