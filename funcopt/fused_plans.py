@@ -128,10 +128,10 @@ def coefficients(plan: AdamPlan, t: jax.Array) -> jax.Array:
         lam,
         -_in_f32(scheduled(plan.rate.learning_rate)),
     ]
-    return jnp.stack([jnp.asarray(v).astype(_F32) for v in values])
+    return _stacked(values)
 
 
-# ---- SGD and Lion: packed buffers only -------------------------------------------------------
+# ---- gradient descent, Lion, RMSProp, AdaGrad: packed buffers only ----------------------------
 
 
 class SgdPlan(NamedTuple):
