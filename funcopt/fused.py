@@ -21,7 +21,9 @@ train step needs no change. In the packed step a kernel also takes a buffer's gr
 leaf by leaf, as the model produces it, so that the gradient is never concatenated into a
 packed copy (the memory of params + grads + state, not a gradient more); there gradient
 descent (GD, GDM, SGD with heavy-ball or Nesterov momentum), Lion, RMSProp and AdaGrad
-have kernels too (``funcopt.fused_plans`` reads which transform is which family).
+have hand-written kernels too (``funcopt.fused_plans`` reads which transform is which
+family), and every other elementwise transform runs its own equations, traced into a small
+program of float32 instructions (``funcopt.fused_program``).
 
 The kernel is compiled on first use with the system C++ compiler (``$CXX``, else ``c++``)
 against the XLA FFI headers jaxlib ships (``jax.ffi.include_dir()``), once per machine and
@@ -40,13 +42,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcopt import fused_program
 from funcopt.base import (
     GradientTransformation,
     OptState,
     Params,
     Updates,
 )
-from funcopt.fused_build import SEGMENTS_TARGET, TARGET, _load
+from funcopt.fused_build import PROGRAM_TARGET, SEGMENTS_TARGET, TARGET, _load
 from funcopt.fused_plans import ADAM, ADAMW, computes, kernel_step, reference
 from funcopt.packing import Packed, leaves_in_layout, pack
 from funcopt.trees import apply_updates, check_against_init
@@ -145,6 +148,55 @@ def _segments_kernel_jvp(offsets: tuple[int, ...], kind: int, primals: Any, tang
     return _segments_kernel(*primals, offsets, kind), dout
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
+def _program_kernel(
+    grads: tuple[Any, ...],
+    p: Any,
+    states: tuple[Any, ...],
+    c: Any,
+    after: tuple[Any, ...],
+    offsets: tuple[int, ...],
+    program: fused_program.Program,
+) -> tuple[Any, ...]:
+    """A traced program (:mod:`funcopt.fused_program`) on a packed buffer whose gradient
+    comes as one array per leaf, as :func:`_segments_kernel`: its outputs (new ``p`` or
+    state buffers) are written in place over the inputs they replace."""
+    out = jax.ShapeDtypeStruct(p.shape, p.dtype)
+    aliases = {(0 if s == 1 else s): j for j, s in enumerate(program.replaces)}  # p is arg 0
+    call = jax.ffi.ffi_call(
+        PROGRAM_TARGET,
+        (out,) * len(program.outputs),
+        input_output_aliases=aliases,
+        vmap_method="broadcast_all",
+    )
+    return tuple(
+        call(
+            p,
+            c,
+            *states,
+            *grads,
+            *after,
+            code=np.asarray(program.code, np.int64),
+            outputs=np.asarray(program.outputs, np.int64),
+            offsets=np.asarray(offsets, np.int64),
+            states=np.int64(program.states),
+            coefs=np.int64(program.coefs),
+            registers=np.int64(program.registers),
+        )
+    )
+
+
+@_program_kernel.defjvp
+def _program_kernel_jvp(
+    offsets: tuple[int, ...], program: fused_program.Program, primals: Any, tangents: Any
+) -> Any:
+    def equations(grads: Any, p: Any, states: Any, c: Any) -> Any:
+        return fused_program.run(program, _joined(grads, p.size), p, states, c)
+
+    _, dout = jax.jvp(equations, primals[:4], tangents[:4])
+    return _program_kernel(*primals, offsets, program), dout
+
+
 def _joined(grads: tuple[Any, ...], size: int) -> Any:
     """The segments' gradients as the one flat gradient of their buffer (a packed layout's
     leaves lie end to end in it, in order)."""
@@ -158,15 +210,8 @@ def _joined(grads: tuple[Any, ...], size: int) -> Any:
 
 def _why_not(tx: Any, grads: Any, params: Any, segmented: bool = False) -> str | None:
     """Why the kernel cannot run this step (``None`` when it can); ``segmented``: a packed
-    buffer's step with the gradient leaf by leaf, which GD, SGD, Lion, RMSProp and AdaGrad
-    have too."""
-    if not computes(tx, segmented):
-        kinds = "funcopt.adam or funcopt.adamw without a mask"
-        if segmented:
-            kinds += (
-                ", funcopt.gd, gdm or sgd, funcopt.lion without a mask, funcopt.rmsprop or adagrad"
-            )
-        return f"{type(tx).__name__} is not {kinds}"
+    buffer's step with the gradient leaf by leaf, which every elementwise transform whose
+    step can be traced into programs has too (:mod:`funcopt.fused_program`)."""
     if jax.default_backend() != "cpu" or jax.device_count() != 1:
         return (
             f"the kernel runs on one CPU device, not {jax.device_count()} {jax.default_backend()}"
@@ -175,6 +220,14 @@ def _why_not(tx: Any, grads: Any, params: Any, segmented: bool = False) -> str |
         bad = [x for x in jax.tree.leaves(tree) if jnp.result_type(x) != _F32]
         if bad:
             return f"the kernel takes float32 {name}, got {jnp.result_type(bad[0])}"
+    if not computes(tx, segmented):
+        if not segmented:
+            return f"{type(tx).__name__} is not funcopt.adam or funcopt.adamw without a mask"
+        why = fused_program.refusal(tx, jax.tree.leaves(params))
+        if why is not None:
+            return (
+                f"the {type(tx).__name__}'s step is not a program of elementwise operations: {why}"
+            )
     return _load()
 
 
@@ -248,11 +301,9 @@ def packed_update_and_apply(
 
     A model's gradient comes leaf by leaf; an elementwise optimizer on packed parameters
     (:func:`~funcopt.pack`, state from ``tx.init(packed.buffers)``) needs it in the
-    buffers' layout. For :func:`~funcopt.adam`, :func:`~funcopt.adamw`, :func:`~funcopt.gd`,
-    :func:`~funcopt.gdm`, :func:`~funcopt.sgd` (with or without momentum),
-    :func:`~funcopt.lion` (no mask) and
-    :func:`~funcopt.rmsprop` (not centered, no momentum) or :func:`~funcopt.adagrad` on one
-    CPU device, for float32
+    buffers' layout. For an elementwise transform whose step is a program of elementwise
+    float32 operations (every funcopt optimizer declared elementwise but ``apply_if_finite``
+    and bfloat16 moments: :mod:`funcopt.fused_program`) on one CPU device, for float32
     buffers of at least 65,536 elements holding several leaves, a kernel reads each
     leaf's gradient where it is and updates the buffers in place, with no packed copy of
     the gradient; otherwise the gradient is packed
@@ -380,8 +431,9 @@ def _fused_step(
     """The step with a kernel, leaf by leaf (``g_leaves`` in ``params``' leaf order); the
     state keeps ``tx.init``'s structure."""
     step = kernel_step(tx, state, segmented)
-    assert step is not None  # _why_not said so
     after = tuple(x for x in jax.tree.leaves(reads) if isinstance(x, jax.Array))
+    if step is None:  # a packed step as traced programs (_why_not said it can be)
+        return _program_step(tx, state, params, g_leaves, after, everything)
     p_leaves, treedef = flatten(params)
     s_leaves = [treedef.flatten_up_to(s) for s in step.states]
     out = [
@@ -398,3 +450,26 @@ def _fused_step(
     ]
     new_p, *new_states = (treedef.unflatten(list(x)) for x in zip(*out, strict=True))
     return new_p, step.rebuild(tuple(new_states))
+
+
+def _program_step(
+    tx: Any, state: Any, buffers: Any, g_leaves: list[Any], after: Any, everything: bool
+) -> tuple[Params, OptState]:
+    """The packed step as programs (:func:`funcopt.fused_program.trace`): each buffer's
+    program runs in the kernel over its gradient's segments, or in JAX where the buffer is
+    too small to gain; the scalars are XLA's. ``(new_buffers, new_state)``."""
+    traced = fused_program.trace(tx, state, tuple(buffers))
+    results: list[tuple[Any, ...]] = []
+    for g, p, program, states in zip(
+        g_leaves, buffers, traced.programs, traced.states, strict=True
+    ):
+        if program is None:
+            results.append(())
+        elif (everything or _gains(jnp.size(p), _count(g))) and len(g.grads) > 1:
+            results.append(
+                _program_kernel(g.grads, p, states, traced.coef, after, g.offsets, program)
+            )
+        else:
+            joined = _joined(g.grads, jnp.size(p))
+            results.append(fused_program.run(program, joined, p, states, traced.coef))
+    return traced.rebuild(results)

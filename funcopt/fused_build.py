@@ -1,4 +1,4 @@
-"""Building and registering funcopt's one-pass Adam kernel (``fused_adam.cc``) on first use.
+"""Building and registering funcopt's kernels (``fused_adam.cc``, ``fused_program.cc``).
 
 The library is compiled once per machine with the system C++ compiler against the XLA FFI
 headers jaxlib ships, cached, loaded with ctypes and registered as XLA:CPU custom-call
@@ -23,9 +23,10 @@ import jax
 
 __all__: list[str] = []
 
-SOURCE = Path(__file__).with_name("fused_adam.cc")
+SOURCES = tuple(Path(__file__).with_name(f) for f in ("fused_adam.cc", "fused_program.cc"))
 TARGET = "funcopt_fused_adam"
 SEGMENTS_TARGET = "funcopt_fused_segments"
+PROGRAM_TARGET = "funcopt_fused_program"
 
 
 def _cache_dir() -> Path:
@@ -42,7 +43,7 @@ def _command(cxx: str, include: str, out: Path, openmp: bool) -> list[str]:
     -fno-math-errno lets sqrt vectorise (2.4x on the pass) and never changes a result."""
     flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
     flags += ["-ffp-contract=off", "-fno-math-errno", *(["-fopenmp"] if openmp else [])]
-    return [cxx, *flags, f"-I{include}", str(SOURCE), "-o", str(out)]
+    return [cxx, *flags, f"-I{include}", *map(str, SOURCES), "-o", str(out)]
 
 
 def _compile(cxx: str, include: str, out: Path) -> None:
@@ -51,7 +52,8 @@ def _compile(cxx: str, include: str, out: Path) -> None:
         done = subprocess.run(_command(cxx, include, out, openmp), capture_output=True, text=True)
         if done.returncode == 0:
             return
-    raise RuntimeError(f"{cxx} could not compile {SOURCE.name}:\n{done.stderr.strip()[-2000:]}")
+    names = ", ".join(s.name for s in SOURCES)
+    raise RuntimeError(f"{cxx} could not compile {names}:\n{done.stderr.strip()[-2000:]}")
 
 
 def _machine() -> str:
@@ -85,17 +87,9 @@ def _load_once() -> str | None:
     if cxx is None:
         return "no C++ compiler (set CXX, or install c++/g++)"
     include = jax.ffi.include_dir()
-    key = hashlib.sha256(
-        b"\0".join(
-            x.encode() if isinstance(x, str) else x
-            for x in (
-                SOURCE.read_bytes(),
-                " ".join(_command(cxx, include, Path(), True)),
-                jax.__version__,
-                _machine(),
-            )
-        )
-    ).hexdigest()[:16]
+    what = [" ".join(_command(cxx, include, Path(), True)), jax.__version__, _machine()]
+    parts = [*(s.read_bytes() for s in SOURCES), *(x.encode() for x in what)]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     lib = _cache_dir() / f"fused_adam-{key}.so"
     try:
         if not lib.exists():
@@ -114,6 +108,7 @@ def _load_once() -> str | None:
         for target, symbol in (
             (TARGET, handle.FusedAdam),
             (SEGMENTS_TARGET, handle.FusedSegments),
+            (PROGRAM_TARGET, handle.FusedProgram),
         ):
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     except (OSError, RuntimeError, AttributeError) as e:

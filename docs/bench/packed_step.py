@@ -53,6 +53,10 @@ OPTIMIZERS: dict[str, Callable[[Any], Any]] = {
     "sgd-momentum": lambda m: m.sgd(1e-2, momentum=0.9),
     "lion": lambda m: m.lion(1e-4),
     "rmsprop": lambda m: m.rmsprop(1e-3),
+    # through traced programs (funcopt/fused_program.py): no hand-written kernel
+    "nadam": lambda m: m.nadam(1e-3),
+    "amsgrad": lambda m: m.amsgrad(1e-3),
+    "adabelief": lambda m: m.adabelief(1e-3),
 }
 
 WIDTH = 32  # every weight is WIDTH × WIDTH
