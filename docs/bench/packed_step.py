@@ -207,9 +207,9 @@ def measure(
     compile_rounds: int = 1,
 ) -> list[dict[str, Any]]:
     loss_fn, params, x = model(model_name, leaves)
-    units = {"adam": 4, "sgd-momentum": 3, "lion": 3, "rmsprop": 3}  # p + g + state moments
-    pgs_units = units[opt]
-    pgs = pgs_units * sum(int(p.size) * 4 for p in jax.tree.leaves(params))
+    state = jax.eval_shape(OPTIMIZERS[opt](funcopt).init, params)
+    pgs = sum(2 * int(p.size) * 4 for p in jax.tree.leaves(params))  # p + g, float32
+    pgs += sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in jax.tree.leaves(state))
     built = {v: build(v, loss_fn, opt, params) for v in variants}
     compiled: dict[str, Any] = {}
     rows: dict[str, dict[str, Any]] = {}
