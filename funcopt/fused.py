@@ -356,7 +356,7 @@ def _runs_kernel(
         return False
     why = _why_not(tx, grads, params, segmented)
     if fused and why is not None:
-        raise ValueError(f"update_and_apply(fused=True): {why}")
+        raise ValueError(f"fused=True, but the fused kernel cannot run this step: {why}")
     return why is None and bool(fused or any(gains))
 
 

@@ -102,6 +102,12 @@ def _in_f32(x: Any) -> Any:
     return x if isinstance(x, int | float) else jnp.asarray(x).astype(_F32)
 
 
+def _at_step(hyper: Any, t: Any) -> Any:
+    """A hyper-parameter's value at step ``t``: a schedule is read at ``t − 1``, the count
+    before this step's increment, as the links read it."""
+    return hyper(t - 1) if callable(hyper) else hyper
+
+
 def coefficients(plan: AdamPlan, t: jax.Array) -> jax.Array:
     """The kernel's nine scalars of step ``t``, each computed as funcopt's primitives compute
     it (``scalars`` in the widest float, hyper-parameters in float32), so the kernel's
@@ -111,12 +117,8 @@ def coefficients(plan: AdamPlan, t: jax.Array) -> jax.Array:
     momentum, correct_m = numerator.transforms
     moment, correct_v = denominator.transforms
     wide = t.astype(jnp.result_type(float))
-
-    def scheduled(x: Any) -> Any:
-        return x(t - 1) if callable(x) else x
-
     b1, b2 = _in_f32(momentum.decay), _in_f32(moment.decay)
-    lam = 0.0 if plan.decay is None else scheduled(plan.decay.weight_decay)
+    lam = 0.0 if plan.decay is None else _at_step(plan.decay.weight_decay, t)
     values = [
         b1,
         1 - b1,
@@ -126,7 +128,7 @@ def coefficients(plan: AdamPlan, t: jax.Array) -> jax.Array:
         1 - correct_v.decay**wide,
         plan.direction.eps,
         lam,
-        -_in_f32(scheduled(plan.rate.learning_rate)),
+        -_in_f32(_at_step(plan.rate.learning_rate, t)),
     ]
     return _stacked(values)
 
@@ -286,7 +288,7 @@ def _links_step(
     at, t = _shared_count(state)
     if any(callable(h) for h in hypers) and at is None:  # pragma: no cover - by construction
         raise AssertionError("a scheduled link without a step count")
-    values = [h(t - 1) if callable(h) else h for h in hypers]
+    values = [_at_step(h, t) for h in hypers]
 
     def advanced(links: tuple[Any, ...]) -> tuple[Any, ...]:
         if at is None:
