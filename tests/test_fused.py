@@ -288,6 +288,21 @@ def many_convex(params, x):
     return sum(0.5 * jnp.sum(jnp.abs(x) * jnp.square(w - 0.3)) for w in params if w.size)
 
 
+def gradients_through_one_step(loss, tx):
+    """Reverse mode through an unjitted packed step: the gradient of ``loss`` after one step
+    of ``tx`` with respect to the starting buffers, by default (``fused=None``) and
+    concatenating (``fused=False``)."""
+    start = funcopt.pack(many_leaves())
+
+    def after_one_step(buffers, fused):
+        packed = funcopt.Packed(buffers, start.layout)
+        step = funcopt.make_packed_train_step(loss, tx, jit=False, fused=fused)
+        new, _, _ = step(packed, funcopt.packed_init(tx, packed), MANY_X)
+        return loss(funcopt.unpack(new), MANY_X)
+
+    return tuple(jax.grad(after_one_step)(start.buffers, fused) for fused in (None, False))
+
+
 def planned_ratio(compiled, params, state) -> float:
     """XLA's buffer plan over params + grads + state (donated: outputs reuse the inputs)."""
     resident = sum(x.nbytes for x in jax.tree.leaves((params, state, params)))
@@ -451,17 +466,7 @@ def test_packed_step_through_the_segmented_kernel_differentiates(tx):
     """Reverse mode through an unjitted packed step (the segmented call's derivative is
     that of the same equations on the concatenated gradient) equals the concatenating
     step's."""
-
-    def after_one_step(buffers, fused):
-        packed = funcopt.Packed(buffers, layout)
-        step = funcopt.make_packed_train_step(many_loss, tx, jit=False, fused=fused)
-        new, _, _ = step(packed, funcopt.packed_init(tx, packed), MANY_X)
-        return many_loss(funcopt.unpack(new), MANY_X)
-
-    start = funcopt.pack(many_leaves())
-    layout = start.layout
-    got = jax.grad(after_one_step)(start.buffers, None)
-    want = jax.grad(after_one_step)(start.buffers, False)
+    got, want = gradients_through_one_step(many_loss, tx)
     chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
 
 

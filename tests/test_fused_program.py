@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from registry import available
-from test_fused import MANY_X, many_convex, many_leaves, needs_kernel, planned_ratio
+from test_fused import (
+    MANY_X,
+    gradients_through_one_step,
+    many_convex,
+    many_leaves,
+    needs_kernel,
+    planned_ratio,
+)
 
 import funcopt
 from funcopt import fused_plans, fused_program
@@ -51,10 +58,10 @@ def calls(compiled, target: str) -> int:
     return compiled.as_text().count(f'custom_call_target="{target}"')
 
 
-def run(tx, steps: int, fused, seed: int = 0):
+def run(tx, steps: int, fused, seed: int = 0, **elementwise):
     packed = funcopt.pack(many_leaves(seed))
-    state = funcopt.packed_init(tx, packed)
-    step = funcopt.make_packed_train_step(many_convex, tx, fused=fused)
+    state = funcopt.packed_init(tx, packed, **elementwise)
+    step = funcopt.make_packed_train_step(many_convex, tx, fused=fused, **elementwise)
     compiled = step.lower(packed, state, MANY_X).compile()
     ratio = planned_ratio(compiled, packed.buffers, state)
     for _ in range(steps):
@@ -124,39 +131,30 @@ def exotic(decay: float = 0.9) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+def _forced_elementwise_runs(tx, steps: int) -> list:
+    """``steps`` packed steps of a foreign ``tx`` declared elementwise, through the program
+    and concatenating (each checked to be what it says): the final (packed, state) of each."""
+    out = []
+    for fused in (None, False):
+        compiled, _, (packed, state, _) = run(tx, steps, fused, elementwise=True)
+        assert calls(compiled, PROGRAM_TARGET) == int(fused is None)
+        out.append((packed, state))
+    return out
+
+
 def test_a_foreign_transform_of_exotic_operations():
     """An optax-style transform of our own (forced elementwise): the tracer walks its cond,
     jnp.where, clip, integer and negative powers; equal to XLA's step over 4 steps (both
     branches of the cond)."""
-    tx = exotic()
-    packed = funcopt.pack(many_leaves())
-    out = {}
-    for fused in (None, False):
-        p, s = funcopt.pack(many_leaves()), funcopt.packed_init(tx, packed, elementwise=True)
-        step = funcopt.make_packed_train_step(many_convex, tx, elementwise=True, fused=fused)
-        compiled = step.lower(p, s, MANY_X).compile()
-        assert calls(compiled, PROGRAM_TARGET) == int(fused is None)
-        for _ in range(4):
-            p, s, _ = compiled(p, s, MANY_X)
-        out[fused] = (p, s)
-    chex.assert_trees_all_close(out[None], out[False], **ROUNDING)
+    program, concatenating = _forced_elementwise_runs(exotic(), 4)
+    chex.assert_trees_all_close(program, concatenating, **ROUNDING)
 
 
 def test_optax_own_adam_runs_as_a_program():
     """optax.adam itself (forced elementwise, as packed_init allows): its own code traced,
     bit for bit in most coordinates, within rounding everywhere."""
-    tx = optax.adam(1e-2)
-    out = {}
-    for fused in (None, False):
-        p = funcopt.pack(many_leaves())
-        s = funcopt.packed_init(tx, p, elementwise=True)
-        step = funcopt.make_packed_train_step(many_convex, tx, elementwise=True, fused=fused)
-        compiled = step.lower(p, s, MANY_X).compile()
-        assert calls(compiled, PROGRAM_TARGET) == int(fused is None)
-        for _ in range(5):
-            p, s, _ = compiled(p, s, MANY_X)
-        out[fused] = (p, s)
-    chex.assert_trees_all_close(out[None], out[False], **ROUNDING)
+    program, concatenating = _forced_elementwise_runs(optax.adam(1e-2), 5)
+    chex.assert_trees_all_close(program, concatenating, **ROUNDING)
 
 
 @pytest.mark.parametrize(
@@ -196,18 +194,7 @@ def test_vmapped_programs_equal_per_member_steps(name):
 def test_a_program_step_differentiates():
     """Reverse mode through an unjitted packed step: the program's derivative (its own
     instructions in JAX) equals the concatenating step's."""
-    tx = funcopt.adabelief(0.05)
-
-    def after_one_step(buffers, fused):
-        packed = funcopt.Packed(buffers, layout)
-        step = funcopt.make_packed_train_step(many_convex, tx, jit=False, fused=fused)
-        new, _, _ = step(packed, funcopt.packed_init(tx, packed), MANY_X)
-        return many_convex(funcopt.unpack(new), MANY_X)
-
-    start = funcopt.pack(many_leaves())
-    layout = start.layout
-    got = jax.grad(after_one_step)(start.buffers, None)
-    want = jax.grad(after_one_step)(start.buffers, False)
+    got, want = gradients_through_one_step(many_convex, funcopt.adabelief(0.05))
     chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
 
 
