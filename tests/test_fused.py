@@ -303,6 +303,22 @@ def gradients_through_one_step(loss, tx):
     return tuple(jax.grad(after_one_step)(start.buffers, fused) for fused in (None, False))
 
 
+def vmapped_equals_members(tx, target: str, tolerance: dict) -> None:
+    """jax.vmap of the packed step over two members makes one call of ``target`` and equals
+    each member's own concatenating step within ``tolerance``."""
+    members = [funcopt.pack(many_leaves(seed)) for seed in range(2)]
+    states = [funcopt.packed_init(tx, p) for p in members]
+    step = funcopt.make_packed_train_step(many_convex, tx, jit=False)
+    ensemble = jax.jit(jax.vmap(step, in_axes=(0, 0, None)))
+    stacked = [jax.tree.map(lambda *x: jnp.stack(x), *t) for t in (members, states)]
+    assert ensemble.lower(*stacked, MANY_X).as_text().count(target) == 1
+    got, _, _ = ensemble(*stacked, MANY_X)
+    pure = funcopt.make_packed_train_step(many_convex, tx, jit=False, fused=False)
+    for k in range(2):
+        want, _, _ = pure(members[k], states[k], MANY_X)
+        chex.assert_trees_all_close([b[k] for b in got.buffers], list(want.buffers), **tolerance)
+
+
 def planned_ratio(compiled, params, state) -> float:
     """XLA's buffer plan over params + grads + state (donated: outputs reuse the inputs)."""
     resident = sum(x.nbytes for x in jax.tree.leaves((params, state, params)))
@@ -447,18 +463,7 @@ def test_vmapped_packed_ensemble_equals_per_member_steps(name):
     """jax.vmap of the packed step: the segmented call takes each member's row of the
     buffers, of the coefficients and of every leaf gradient (with two, no and one state
     buffers)."""
-    tx = FAMILIES[name][0]
-    members = [funcopt.pack(many_leaves(seed)) for seed in range(2)]
-    states = [funcopt.packed_init(tx, p) for p in members]
-    step = funcopt.make_packed_train_step(many_convex, tx, jit=False)
-    ensemble = jax.jit(jax.vmap(step, in_axes=(0, 0, None)))
-    stacked = [jax.tree.map(lambda *x: jnp.stack(x), *t) for t in (members, states)]
-    assert ensemble.lower(*stacked, MANY_X).as_text().count(SEGMENTS_TARGET) == 1
-    got, _, _ = ensemble(*stacked, MANY_X)
-    pure = funcopt.make_packed_train_step(many_convex, tx, jit=False, fused=False)
-    for k in range(2):
-        want, _, _ = pure(members[k], states[k], MANY_X)
-        chex.assert_trees_all_close([b[k] for b in got.buffers], list(want.buffers), **CLOSE)
+    vmapped_equals_members(FAMILIES[name][0], SEGMENTS_TARGET, CLOSE)
 
 
 @pytest.mark.parametrize("tx", [funcopt.adam(0.05), funcopt.sgd(0.05, momentum=0.9)])

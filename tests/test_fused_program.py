@@ -21,6 +21,7 @@ from test_fused import (
     many_leaves,
     needs_kernel,
     planned_ratio,
+    vmapped_equals_members,
 )
 
 import funcopt
@@ -177,18 +178,7 @@ def test_a_step_that_is_not_a_program_is_refused_with_the_reason(tx, why):
 @pytest.mark.parametrize("name", ["nadam", "rmsprop-centered"])
 def test_vmapped_programs_equal_per_member_steps(name):
     """jax.vmap of the packed step: one program call, a row of coefficients per member."""
-    tx = PROGRAMMED[name]
-    members = [funcopt.pack(many_leaves(seed)) for seed in range(2)]
-    states = [funcopt.packed_init(tx, p) for p in members]
-    step = funcopt.make_packed_train_step(many_convex, tx, jit=False)
-    ensemble = jax.jit(jax.vmap(step, in_axes=(0, 0, None)))
-    stacked = [jax.tree.map(lambda *x: jnp.stack(x), *t) for t in (members, states)]
-    assert ensemble.lower(*stacked, MANY_X).as_text().count(PROGRAM_TARGET) == 1
-    got, _, _ = ensemble(*stacked, MANY_X)
-    pure = funcopt.make_packed_train_step(many_convex, tx, jit=False, fused=False)
-    for k in range(2):
-        want, _, _ = pure(members[k], states[k], MANY_X)
-        chex.assert_trees_all_close([b[k] for b in got.buffers], list(want.buffers), **ROUNDING)
+    vmapped_equals_members(PROGRAMMED[name], PROGRAM_TARGET, ROUNDING)
 
 
 def test_a_program_step_differentiates():
