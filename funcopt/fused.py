@@ -225,9 +225,7 @@ def _why_not(tx: Any, grads: Any, params: Any, segmented: bool = False) -> str |
             return f"{type(tx).__name__} is not funcopt.adam or funcopt.adamw without a mask"
         why = fused_program.refusal(tx, jax.tree.leaves(params))
         if why is not None:
-            return (
-                f"the {type(tx).__name__}'s step is not a program of elementwise operations: {why}"
-            )
+            return f"{type(tx).__name__}'s step is not a program of elementwise operations: {why}"
     return _load()
 
 

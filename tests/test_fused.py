@@ -178,7 +178,7 @@ def test_fused_true_says_why_it_cannot_run():
     packed = funcopt.pack(many_leaves())
     tx = funcopt.apply_if_finite(funcopt.adam(0.1), 3)  # counts non-finite values: int32
     step = funcopt.make_packed_train_step(many_convex, tx, fused=True)
-    refusal = r"^fused=True, but the fused kernel cannot run this step: the apply_if_finite's"
+    refusal = r"^fused=True, but the fused kernel cannot run this step: apply_if_finite's"
     with pytest.raises(ValueError, match=refusal + r" step is not a program of elementwise.*int32"):
         step(packed, funcopt.packed_init(tx, packed), MANY_X)
     half = jax.tree.map(lambda x: x.astype(jnp.float16), params)
